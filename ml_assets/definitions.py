@@ -1,0 +1,35 @@
+"""The root of the code location: every pipeline spec, with the deployment's resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_assets.pipeline.factory import build_pipeline
+from ml_assets.pipeline.spec import load_spec
+from ml_assets.settings import Settings, load_settings
+from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    lake = DeltaLake(root=settings.lake_root)
+    return {"lake": lake, "io_manager": DeltaIOManager(lake=lake)}
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    pipelines = [
+        build_pipeline(load_spec(path), landing_root=settings.landing_root)
+        for path in settings.pipeline_specs
+    ]
+    return dg.Definitions.merge(
+        *pipelines,
+        dg.Definitions(
+            resources=build_resources(settings),
+            # ~0.1 s per step instead of ~2 s for a fresh process per step on two cores.
+            executor=dg.in_process_executor,
+        ),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_settings())

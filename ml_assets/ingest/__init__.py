@@ -1,0 +1,1 @@
+"""Landing-file ingestion: naming rules, schema enforcement and quarantine (no Dagster here)."""

@@ -1,0 +1,1 @@
+"""The pipeline factory: a spec in, Dagster assets, sensors and jobs out."""

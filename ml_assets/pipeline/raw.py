@@ -1,0 +1,110 @@
+"""Raw assets: one daily-partitioned Delta table per landing source."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.ingest.ingest import (
+    QUARANTINE_SCHEMA,
+    IngestError,
+    IngestResult,
+    ingest_day,
+    output_schema,
+)
+from ml_assets.pipeline.keys import daily_partitions, partition_days, quarantine_key, raw_key
+from ml_assets.pipeline.spec import PipelineSpec
+from ml_assets.storage import delta
+from ml_assets.storage.io_manager import DeltaLake, column_schema
+
+
+def _store_quarantine(lake: DeltaLake, key: dg.AssetKey, frames: list[pl.DataFrame],
+                      days: list[dt.date]) -> str:
+    uri = lake.table_uri(key)
+    frame = pl.concat(frames, how="vertical_relaxed") if frames else QUARANTINE_SCHEMA.to_frame()
+    delta.write_partitions(uri, frame, partitions=days)
+    return uri
+
+
+def build_raw_asset(spec: PipelineSpec, source_name: str, landing_root: Path) -> dg.AssetsDefinition:
+    source = spec.sources[source_name]
+    folder = spec.landing_folder(source_name, landing_root)
+    descriptions = {name: col.description for name, col in source.columns.items()}
+    descriptions.update(
+        {
+            "_source_file": "Landing file the row came from",
+            "_ingested_at": "When the row was ingested (UTC)",
+            "event_date": f"Partition: the UTC date of {source.event_time}",
+        }
+    )
+    schema = column_schema(output_schema(source), descriptions)
+
+    @dg.asset(
+        key=raw_key(spec, source_name),
+        group_name="raw",
+        description=(source.description or f"Raw {source_name} from {folder}")
+        + f"\n\nLanding folder: `{folder}` ({source.format}, one file per day named "
+        "`YYYY-MM-DD[_tag]`). Rows that do not fit the declared schema go to "
+        f"`{quarantine_key(spec, source_name).to_user_string()}` with their reason.",
+        partitions_def=daily_partitions(spec),
+        # A range (initial load, backfill) is ingested in one run: one commit, not one per day.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"polars", "delta", source.format},
+        owners=spec.owners,
+        tags={"layer": "raw", "pipeline": spec.name},
+        metadata={
+            "dagster/column_schema": schema,
+            "landing_folder": str(folder),
+            "primary_key": ", ".join(source.primary_key),
+        },
+    )
+    def raw_asset(context: dg.AssetExecutionContext, lake: DeltaLake) -> pl.DataFrame:
+        days = partition_days(context)
+        ingested_at = dt.datetime.now(dt.UTC)
+        results: list[IngestResult] = []
+        failures: list[IngestError] = []
+        for day in days:
+            try:
+                results.append(ingest_day(source, folder, day, ingested_at=ingested_at))
+            except IngestError as error:
+                failures.append(error)
+
+        q_key = quarantine_key(spec, source_name)
+        if failures:
+            # Record why, so the quarantine explains the failed days; the raw table is untouched.
+            recorded = [f for f in failures if f.quarantine is not None]
+            if recorded:
+                _store_quarantine(
+                    lake, q_key, [f.quarantine for f in recorded], [f.day for f in recorded]
+                )
+            raise dg.Failure(
+                description="\n".join(str(f) for f in failures),
+                metadata={"failed_days": len(failures), "quarantine_uri": lake.table_uri(q_key)},
+            )
+
+        quarantine_uri = _store_quarantine(lake, q_key, [r.quarantine for r in results], days)
+        rows = pl.concat([r.rows for r in results], how="vertical_relaxed")
+        quarantined = sum(r.quarantine.height for r in results)
+        reasons: dict[str, int] = {}
+        for result in results:
+            for reason, count in result.quarantine_reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        ignored = {name: cols for r in results for name, cols in r.ignored_columns.items()}
+        context.add_output_metadata(
+            {
+                "files": len([p for r in results for p in r.files]),
+                "quarantined_rows": quarantined,
+                "quarantine_rate": quarantined / max(1, quarantined + rows.height),
+                "quarantine_uri": quarantine_uri,
+                "quarantine_reasons": dg.MetadataValue.json(reasons),
+                **({"ignored_columns": dg.MetadataValue.json(ignored)} if ignored else {}),
+            }
+        )
+        if quarantined:
+            context.log.warning(
+                f"{quarantined} rows quarantined ({reasons}); see {quarantine_uri}"
+            )
+        return rows
+
+    return raw_asset

@@ -1,0 +1,203 @@
+"""Pipeline specs: what a user writes to bring a dataset into the platform.
+
+A spec is a YAML file (see docs/pipelines.md). It is validated here with pydantic so a typo
+fails at load time with the file name and the path of the offending field, not at run time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+ColumnType = Literal["string", "int", "float", "bool", "date", "datetime"]
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "bool": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+}
+
+
+class SpecError(ValueError):
+    """A pipeline spec is invalid; the message names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Model):
+    type: ColumnType
+    nullable: bool = True
+    description: str = ""
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return POLARS_TYPES[self.type]
+
+
+class SourceSpec(_Model):
+    """One kind of landing file, ingested into one daily-partitioned raw table."""
+
+    description: str = ""
+    format: Literal["csv", "parquet", "json"] = "csv"
+    # Folder with the landing files; relative paths are under the deployment's landing root.
+    # Defaults to <landing root>/<pipeline>/<source>.
+    landing: str | None = None
+    # The column whose date (UTC) decides the daily partition of a row.
+    event_time: str
+    primary_key: list[str] = Field(min_length=1)
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    # Files younger than this may still be being written; the sensor waits for them.
+    min_file_age_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _short_column_form(cls, value: Any) -> Any:
+        # Allow `amount: float` as shorthand for `amount: {type: float}`.
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _keys_are_columns(self) -> SourceSpec:
+        for column in [self.event_time, *self.primary_key]:
+            if column not in self.columns:
+                raise ValueError(f"column {column!r} is used as a key but not declared in columns")
+        if self.columns[self.event_time].type not in ("date", "datetime"):
+            raise ValueError(f"event_time column {self.event_time!r} must be a date or datetime")
+        return self
+
+    @property
+    def file_suffixes(self) -> tuple[str, ...]:
+        return {"csv": (".csv",), "parquet": (".parquet",), "json": (".json", ".ndjson")}[
+            self.format
+        ]
+
+
+class FeatureInputSpec(_Model):
+    """How much of an upstream table one partition of a feature table reads."""
+
+    # Extra days before the partition to read (rolling windows need them).
+    lookback_days: int = Field(default=0, ge=0)
+    # "all": every partition up to the partition's day (e.g. a slowly changing dimension).
+    history: Literal["window", "all"] = "window"
+
+
+class FeatureSpec(_Model):
+    description: str = ""
+    # "package.module:function", or "file.py:function" relative to the spec file.
+    function: str
+    inputs: dict[str, FeatureInputSpec] = Field(min_length=1)
+    # Keyword arguments passed to the function.
+    params: dict[str, Any] = Field(default_factory=dict)
+    primary_key: list[str] = Field(default_factory=list)
+    column_descriptions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("function")
+    @classmethod
+    def _function_reference(cls, value: str) -> str:
+        if value.count(":") != 1:
+            raise ValueError("function must look like 'package.module:function' or 'file.py:function'")
+        return value
+
+
+class PipelineSpec(_Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    # First day of the daily partitions.
+    start_date: dt.date
+    sources: dict[str, SourceSpec] = Field(min_length=1)
+    features: dict[str, FeatureSpec] = Field(default_factory=dict)
+    # Folder of the spec file, for resolving relative references (set by the loader).
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _names_and_inputs(self) -> PipelineSpec:
+        for name in [*self.sources, *self.features]:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} must be lower_snake_case ({NAME_PATTERN})")
+        clash = set(self.sources) & set(self.features)
+        if clash:
+            raise ValueError(f"names used for both a source and a feature table: {sorted(clash)}")
+        for feature_name, feature in self.features.items():
+            for input_name in feature.inputs:
+                if input_name not in self.sources and input_name not in self.features:
+                    raise ValueError(
+                        f"feature table {feature_name!r} reads {input_name!r}, which is neither "
+                        "a source nor a feature table of this pipeline"
+                    )
+        return self
+
+    def landing_folder(self, source: str, landing_root: Path) -> Path:
+        spec = self.sources[source]
+        if spec.landing is None:
+            return landing_root / self.name / source
+        folder = Path(spec.landing).expanduser()
+        return folder if folder.is_absolute() else landing_root / folder
+
+    def feature_function(self, feature: str) -> Callable[..., Any]:
+        return resolve_function(self.features[feature].function, self.base_dir, self.name)
+
+
+def resolve_function(reference: str, base_dir: Path, namespace: str) -> Callable[..., Any]:
+    module_ref, _, attr = reference.partition(":")
+    if module_ref.endswith(".py"):
+        path = (base_dir / module_ref).resolve()
+        if not path.is_file():
+            raise SpecError(f"feature module {path} does not exist (from {reference!r})")
+        module_name = f"ml_assets_user_pipelines.{namespace}.{path.stem}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            assert loader_spec and loader_spec.loader
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[module_name] = module
+            loader_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_ref)
+    try:
+        function = getattr(module, attr)
+    except AttributeError:
+        raise SpecError(f"{module_ref} has no function {attr!r} (from {reference!r})") from None
+    if not callable(function):
+        raise SpecError(f"{reference!r} is not callable")
+    return function
+
+
+def parse_spec(data: dict[str, Any], *, base_dir: Path, origin: str = "<spec>") -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SpecError(f"{origin}: invalid pipeline spec: {problems}") from None
+
+
+def load_spec(path: Path) -> PipelineSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError(f"{path}: cannot read pipeline spec: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a pipeline spec must be a YAML mapping")
+    return parse_spec(data, base_dir=path.resolve().parent, origin=str(path))

@@ -1,0 +1,1 @@
+"""Delta Lake storage: table IO for Polars and the Dagster IO manager built on it."""
