@@ -1,0 +1,132 @@
+"""`ml-assets`: demo data, a headless run of the whole graph, and `dagster dev` with the
+project's instance."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ml_assets.settings import Settings, load_settings, project_root
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at the project's instance so history survives restarts.
+
+    The instance config is the repository's dagster.yaml, copied in on every start so edits to
+    it take effect.
+    """
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = project_root() / "dagster.yaml"
+    if config.exists():
+        shutil.copyfile(config, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
+    from ml_assets.demo.generate import write_demo_data
+
+    out = Path(args.out) if args.out else settings.landing_root / "fraud"
+    # Default: the N days up to yesterday, so the newest daily partition already exists.
+    start = args.start or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days)
+    summary = write_demo_data(
+        out,
+        start=start,
+        days=args.days,
+        rows_per_day=args.rows_per_day,
+        seed=args.seed,
+        drift_from=args.drift_from,
+        fmt=args.format,
+    )
+    print(
+        f"wrote {summary.transaction_rows:,} transactions and {summary.customer_rows:,} customer "
+        f"records for {summary.start} .. {summary.end} under {summary.out_dir}"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ml_assets.headless import materialize_all
+
+    prepare_dagster_home(settings)
+    if args.demo_days:
+        landing = settings.landing_root / "fraud"
+        if not (landing / "transactions").exists():
+            cmd_demo_data(
+                argparse.Namespace(
+                    out=None, start=None, days=args.demo_days, rows_per_day=args.rows_per_day,
+                    seed=42, drift_from=None, format="csv",
+                ),
+                settings,
+            )
+    return materialize_all(settings)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    prepare_dagster_home(settings)
+    # `dagster dev` started in the background from a script inherits an ignored SIGINT and
+    # then cannot be stopped with Ctrl-C or `kill -INT`; restore the default first.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    argv = [
+        dagster, "dev", "--host", args.host, "--port", str(args.port),
+        "--workspace", str(project_root() / "workspace.yaml"),
+    ]
+    print(f"Dagster UI on http://{args.host}:{args.port} (instance: {settings.dagster_home})")
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-data", help="write demo landing files (transactions, customers)")
+    demo.add_argument("--days", type=int, default=30, help="number of days (default 30)")
+    demo.add_argument("--rows-per-day", type=int, default=5000, help="transactions per day")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (same seed, same files)")
+    demo.add_argument("--start", type=_date, help="first day (default: DAYS days ago)")
+    demo.add_argument("--drift-from", type=_date, help="inject distribution drift from this day")
+    demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    demo.add_argument("--out", help="folder (default: <landing root>/fraud)")
+    demo.set_defaults(func=cmd_demo_data)
+
+    run = sub.add_parser("run", help="materialize the whole graph once, headless")
+    run.add_argument(
+        "--demo-days", type=int, default=30,
+        help="generate this many days of demo data first if there is none (0: don't)",
+    )
+    run.add_argument("--rows-per-day", type=int, default=5000)
+    run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the project's instance")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "days", 1) < 1 or getattr(args, "rows_per_day", 1) < 1:
+        print("ml-assets: --days and --rows-per-day must be at least 1", file=sys.stderr)
+        return 2
+    return args.func(args, load_settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
