@@ -1,0 +1,200 @@
+"""The Delta IO manager: partition overwrite, windowed and full loads, backfills, concurrency."""
+
+
+import datetime as dt
+import multiprocessing
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from ml_assets.storage import delta
+from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+def _day(key: str) -> dt.date:
+    return dt.date.fromisoformat(key)
+
+
+def _rows_for(day: dt.date, n: int = 3, salt: int = 0) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "event_date": [day] * n,
+            "id": [f"{day}-{i}" for i in range(n)],
+            "value": [float(i + salt) for i in range(n)],
+        }
+    )
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def daily(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return pl.concat([_rows_for(_day(k)) for k in context.partition_keys])
+
+
+@dg.asset(
+    partitions_def=DAYS,
+    ins={
+        "daily": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2, end_offset=0)
+        )
+    },
+)
+def three_day_window(daily: pl.LazyFrame) -> pl.DataFrame:
+    days = daily.select("event_date").unique().collect().to_series().sort().to_list()
+    counts = daily.group_by("event_date").len().collect()
+    # Re-key to the last day so the output belongs to this partition.
+    return pl.DataFrame(
+        {
+            "event_date": [max(days)],
+            "days_seen": [len(days)],
+            "rows_seen": [int(counts["len"].sum())],
+        }
+    )
+
+
+@dg.asset
+def everything(daily: pl.DataFrame) -> pl.DataFrame:
+    return daily.group_by("event_date").len().sort("event_date")
+
+
+@pytest.fixture
+def resources(tmp_path: Path) -> dict[str, object]:
+    return {"io_manager": DeltaIOManager(lake=DeltaLake(root=str(tmp_path / "lake")))}
+
+
+def _table(tmp_path: Path, name: str) -> pl.DataFrame:
+    return pl.read_delta(str(tmp_path / "lake" / name)).sort("event_date", "id")
+
+
+def test_rematerializing_a_partition_replaces_exactly_that_partition(tmp_path, resources):
+    for key in ["2026-01-01", "2026-01-02"]:
+        dg.materialize([daily], resources=resources, partition_key=key)
+    before = _table(tmp_path, "daily")
+    for _ in range(3):
+        dg.materialize([daily], resources=resources, partition_key="2026-01-02")
+    after = _table(tmp_path, "daily")
+    assert after.equals(before)
+    assert after.height == 6
+    # Five commits (two first writes + three rewrites), each replacing only its own partition.
+    assert DeltaTable(str(tmp_path / "lake" / "daily")).version() == 4
+
+
+def test_window_mapping_loads_every_day_of_the_window(tmp_path, resources):
+    dg.materialize([daily], resources=resources, tags=_range("2026-01-01", "2026-01-05"))
+    result = dg.materialize(
+        [daily, three_day_window],
+        resources=resources,
+        partition_key="2026-01-04",
+        selection=[three_day_window],
+    )
+    assert result.success
+    window = pl.read_delta(str(tmp_path / "lake" / "three_day_window"))
+    assert window.row(0, named=True) == {
+        "event_date": dt.date(2026, 1, 4),
+        "days_seen": 3,
+        "rows_seen": 9,
+    }
+
+
+def test_unpartitioned_downstream_loads_all_partitions(tmp_path, resources):
+    dg.materialize([daily], resources=resources, tags=_range("2026-01-01", "2026-01-04"))
+    dg.materialize([daily, everything], resources=resources, selection=[everything])
+    counts = pl.read_delta(str(tmp_path / "lake" / "everything")).sort("event_date")
+    assert counts["event_date"].to_list() == [dt.date(2026, 1, d) for d in range(1, 5)]
+    assert counts["len"].to_list() == [3, 3, 3, 3]
+
+
+def _range(first: str, last: str) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
+
+
+def test_single_run_backfill_writes_every_day_in_one_commit(tmp_path, resources):
+    result = dg.materialize([daily], resources=resources, tags=_range("2026-01-01", "2026-01-31"))
+    table = _table(tmp_path, "daily")
+    assert table["event_date"].n_unique() == 31
+    assert table.height == 31 * 3
+    assert DeltaTable(str(tmp_path / "lake" / "daily")).version() == 0
+    materialized = {e.partition for e in result.get_asset_materialization_events()}
+    assert len(materialized) == 31
+
+
+def test_output_metadata_describes_the_table(tmp_path, resources):
+    result = dg.materialize([daily], resources=resources, partition_key="2026-01-03")
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["dagster/row_count"].value == 3
+    assert metadata["delta_version"].value == 0
+    assert metadata["dagster/uri"].value == str(tmp_path / "lake" / "daily")
+    columns = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
+    assert columns == {"event_date": "date", "id": "string", "value": "float64"}
+
+
+def test_loads_are_lazy_and_filtered(tmp_path):
+    uri = str(tmp_path / "t")
+    days = [dt.date(2026, 1, d) for d in range(1, 6)]
+    delta.write_partitions(uri, pl.concat([_rows_for(d) for d in days]), partitions=days)
+    frame = delta.scan(uri, partitions=days[1:3])
+    assert isinstance(frame, pl.LazyFrame)
+    assert frame.select("id").collect().height == 6
+
+
+def test_rows_outside_the_partitions_are_refused_and_nothing_changes(tmp_path):
+    uri = str(tmp_path / "t")
+    day = dt.date(2026, 1, 1)
+    delta.write_partitions(uri, _rows_for(day), partitions=[day])
+    stray = pl.concat([_rows_for(day, salt=5), _rows_for(dt.date(2026, 1, 2))])
+    with pytest.raises(ValueError, match="outside the partitions"):
+        delta.write_partitions(uri, stray, partitions=[day])
+    assert pl.read_delta(uri).sort("id").equals(_rows_for(day))
+
+
+def test_missing_upstream_table_fails_with_a_clear_message(resources):
+    result = dg.materialize(
+        [daily, everything], resources=resources, selection=[everything], raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "has no Delta table" in failure.step_failure_data.error.message
+
+
+def test_predicate_quotes_are_escaped():
+    assert delta.partition_predicate("k", ["a'b"]) == "k IN ('a''b')"
+
+
+def _write_days(uri: str, days: list[str], start) -> None:
+    start.wait()  # all writers commit at the same moment, so their commits collide
+    for key in days:
+        day = _day(key)
+        delta.write_partitions(uri, _rows_for(day, n=50), partitions=[day])
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    """Four processes rewrite partitions at once: different days and, like two sensor runs
+    recomputing the same feature day, the same days. delta-rs rejects the colliding commits
+    (CommitFailedError); the retry must land every write exactly once."""
+    uri = str(tmp_path / "shared")
+    first = dt.date(2026, 1, 1)
+    delta.write_partitions(uri, _rows_for(first, n=50), partitions=[first])
+    # 40 writes over 5 days, dealt round-robin: every worker touches every day.
+    keys = [(first + dt.timedelta(days=1 + i % 5)).isoformat() for i in range(40)]
+    # spawn, not fork: forking a process that has used deltalake can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    workers = [
+        ctx.Process(target=_write_days, args=(uri, keys[i::4], start)) for i in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    table = pl.read_delta(uri)
+    assert table["event_date"].n_unique() == 6
+    assert table.height == 6 * 50
+    assert table["id"].n_unique() == table.height

@@ -1,0 +1,46 @@
+"""Deployment settings: local by default, explicit elsewhere."""
+
+from pathlib import Path
+
+import pytest
+
+from ml_assets.settings import DEMO_PIPELINE_SPEC, SettingsError, load_settings
+
+
+def test_local_default_keeps_everything_under_the_project_home(tmp_path):
+    settings = load_settings({"ML_ASSETS_HOME": str(tmp_path)})
+    assert settings.deployment == "local"
+    assert settings.lake_root == str(tmp_path / "lake")
+    assert settings.landing_root == tmp_path / "landing"
+    assert settings.dagster_home == tmp_path / "dagster_home"
+    assert settings.pipeline_specs == (DEMO_PIPELINE_SPEC,)
+
+
+def test_default_home_is_git_ignored_folder_in_the_checkout():
+    settings = load_settings({})
+    root = Path(__file__).resolve().parents[1]
+    assert settings.home == root / ".ml_assets"
+    assert "/.ml_assets/" in (root / ".gitignore").read_text()
+
+
+def test_unknown_deployment_is_refused():
+    with pytest.raises(SettingsError, match="ML_ASSETS_DEPLOYMENT='staging'"):
+        load_settings({"ML_ASSETS_DEPLOYMENT": "staging"})
+
+
+def test_shared_deployments_must_say_where_data_lives():
+    with pytest.raises(SettingsError, match="ML_ASSETS_LAKE_ROOT and ML_ASSETS_LANDING_ROOT"):
+        load_settings({"ML_ASSETS_DEPLOYMENT": "prod"})
+    settings = load_settings(
+        {
+            "ML_ASSETS_DEPLOYMENT": "prod",
+            "ML_ASSETS_LAKE_ROOT": "/Volumes/ml/prod/lake",
+            "ML_ASSETS_LANDING_ROOT": "/Volumes/ml/prod/landing",
+        }
+    )
+    assert settings.lake_root == "/Volumes/ml/prod/lake"
+
+
+def test_pipeline_list_names_a_missing_path(tmp_path):
+    with pytest.raises(SettingsError, match="nope"):
+        load_settings({"ML_ASSETS_PIPELINES": str(tmp_path / "nope")})
