@@ -68,8 +68,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if not (landing / "transactions").exists():
             cmd_demo_data(
                 argparse.Namespace(
-                    out=None, start=None, days=args.demo_days, rows_per_day=args.rows_per_day,
-                    seed=42, drift_from=None, format="csv",
+                    out=None,
+                    start=None,
+                    days=args.demo_days,
+                    rows_per_day=args.rows_per_day,
+                    seed=42,
+                    drift_from=None,
+                    format="csv",
                 ),
                 settings,
             )
@@ -83,8 +88,14 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     argv = [
-        dagster, "dev", "--host", args.host, "--port", str(args.port),
-        "--workspace", str(project_root() / "workspace.yaml"),
+        dagster,
+        "dev",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workspace",
+        str(project_root() / "workspace.yaml"),
     ]
     print(f"Dagster UI on http://{args.host}:{args.port} (instance: {settings.dagster_home})")
     sys.stdout.flush()
@@ -107,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize the whole graph once, headless")
     run.add_argument(
-        "--demo-days", type=int, default=30,
+        "--demo-days",
+        type=int,
+        default=30,
         help="generate this many days of demo data first if there is none (0: don't)",
     )
     run.add_argument("--rows-per-day", type=int, default=5000)

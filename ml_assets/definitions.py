@@ -11,7 +11,6 @@ from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import Settings, load_settings
 from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake
 
-
 # BackfillPolicy is marked beta, but single-run backfills are what keep a 90-day backfill one
 # run (and one commit per table) instead of 90; we rely on it knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")

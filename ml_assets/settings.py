@@ -58,7 +58,9 @@ def _pipeline_specs(env: Mapping[str, str]) -> tuple[Path, ...]:
         elif path.is_file():
             specs.append(path)
         else:
-            raise SettingsError(f"ML_ASSETS_PIPELINES: {entry!r} is neither a spec file nor a folder")
+            raise SettingsError(
+                f"ML_ASSETS_PIPELINES: {entry!r} is neither a spec file nor a folder"
+            )
     if not specs:
         raise SettingsError(f"ML_ASSETS_PIPELINES={raw!r} names no *.yaml pipeline spec")
     return tuple(specs)
@@ -77,7 +79,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lake_root = env.get("ML_ASSETS_LAKE_ROOT") or str(home / "lake")
         landing_root = Path(env.get("ML_ASSETS_LANDING_ROOT") or home / "landing")
     else:
-        # Shared deployments must say where their data lives; guessing would write to the wrong place.
+        # Shared deployments must say where their data lives: a guess would write elsewhere.
         missing = [v for v in ("ML_ASSETS_LAKE_ROOT", "ML_ASSETS_LANDING_ROOT") if not env.get(v)]
         if missing:
             raise SettingsError(

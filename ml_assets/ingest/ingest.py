@@ -11,8 +11,10 @@ Two kinds of problem, two reactions:
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -35,6 +37,10 @@ QUARANTINE_SCHEMA = pl.Schema(
         "quarantined_at": pl.Datetime("us", "UTC"),
     }
 )
+
+
+# Reason prefix of the quarantine records for whole files that could not be used.
+UNUSABLE_FILE = "unusable file"
 
 
 class IngestError(RuntimeError):
@@ -86,25 +92,67 @@ def output_schema(source: SourceSpec) -> pl.Schema:
     return pl.Schema(columns)
 
 
+def required_columns(source: SourceSpec) -> list[str]:
+    """Columns every row must have: the non-nullable ones, and the event time and primary key
+    whatever their declaration (a row without them has no partition or no identity)."""
+    keys = {source.event_time, *source.primary_key}
+    return [name for name, col in source.columns.items() if not col.nullable or name in keys]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+def _read_ndjson(handle: BinaryIO) -> pl.DataFrame:
+    # Every value as its JSON text, like a CSV cell, so types are checked value by value: a
+    # wrongly typed value is quarantined with its row, instead of failing the file's type
+    # inference (1 and true in one column) or being converted silently (1.7 into an int: 1).
+    names = pl.scan_ndjson(handle, infer_schema_length=None).collect_schema().names()
+    handle.seek(0)
+    return pl.read_ndjson(handle, schema={name: pl.String() for name in names})
+
+
 def read_file(path: Path, source: SourceSpec) -> pl.DataFrame:
     """Read a landing file without type inference (CSV/JSON values stay strings)."""
-    if path.stat().st_size == 0:
-        raise UnusableFile(path, "file is empty (0 bytes)")
     try:
-        if source.format == "csv":
-            frame = pl.read_csv(path, infer_schema=False, raise_if_empty=True)
-        elif source.format == "parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-    except Exception as error:  # polars raises several types for unreadable input
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise UnusableFile(path, f"cannot read as {source.format}: {first_line}") from None
-    required = [name for name, col in source.columns.items() if not col.nullable]
-    missing = [name for name in required if name not in frame.columns]
+        # Through an open handle: polars expands glob characters in a path, so a folder named
+        # like `feeds[1]` would otherwise read `feeds1/...`, a file outside the landing folder.
+        handle = path.open("rb")
+    except OSError as error:  # a dangling link, a file removed since listing, no permission
+        raise UnusableFile(path, f"cannot open: {error.strerror or error}") from None
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise UnusableFile(path, "file is empty (0 bytes)")
+        try:
+            if source.format == "csv":
+                frame = pl.read_csv(handle, infer_schema=False, raise_if_empty=True)
+            elif source.format == "parquet":
+                frame = pl.read_parquet(handle)
+            else:
+                frame = _read_ndjson(handle)
+        except Exception as error:  # polars raises several types for unreadable input
+            raise UnusableFile(
+                path, f"cannot read as {source.format}: {_first_line(error)}"
+            ) from None
+    missing = [name for name in required_columns(source) if name not in frame.columns]
     if missing:
         raise UnusableFile(
             path, f"missing required column(s) {missing}; found columns {frame.columns}"
+        )
+    nested = {
+        name: dtype
+        for name, dtype in frame.schema.items()
+        if name in source.columns and dtype.is_nested()
+    }
+    if nested:
+        raise UnusableFile(
+            path,
+            "column(s) with nested values: "
+            + ", ".join(
+                f"{name} is {dtype}, declared {source.columns[name].type}"
+                for name, dtype in nested.items()
+            ),
         )
     return frame
 
@@ -113,6 +161,9 @@ def _parse(column: str, spec: ColumnSpec, raw_dtype: pl.DataType) -> pl.Expr:
     """Cast one column to its declared type; unparseable values become null."""
     value = pl.col(column)
     if raw_dtype != pl.String():
+        if spec.type == "int" and raw_dtype.is_float():
+            # Only whole numbers: a cast would truncate 1.7 to 1 without a word.
+            return pl.when(value == value.round(0)).then(value.cast(pl.Int64, strict=False))
         return value.cast(spec.dtype, strict=False)
     text = value.str.strip_chars()
     match spec.type:
@@ -147,6 +198,7 @@ def _typed_with_reasons(
     (null when the row is fine)."""
     typed: dict[str, pl.Expr] = {}
     reasons: list[pl.Expr] = []
+    required = set(required_columns(source))
     for name, spec in source.columns.items():
         if name not in raw_schema:
             typed[name] = pl.lit(None, dtype=spec.dtype)
@@ -162,7 +214,7 @@ def _typed_with_reasons(
                 + pl.col(name).cast(pl.String).str.slice(0, 40)
             )
         )
-        if not spec.nullable:
+        if name in required:
             reasons.append(
                 pl.when(~raw_present).then(pl.lit(f"missing value: column {name} is required"))
             )
@@ -197,7 +249,6 @@ def ingest_day(
 
     declared = list(source.columns)
     frames: list[pl.DataFrame] = []
-    quarantined: list[pl.DataFrame] = []
     unusable: list[UnusableFile] = []
     ignored: dict[str, list[str]] = {}
     for path in paths:
@@ -212,15 +263,20 @@ def ingest_day(
         raw = raw.select([c for c in declared if c in raw.columns])
         typed, reason = _typed_with_reasons(raw.schema, source, day)
         record = pl.struct([pl.col(c).cast(pl.String) for c in raw.columns]).struct.json_encode()
-        frames.append(
-            raw.select(
+        try:
+            frame = raw.select(
                 *typed,
                 reason.alias(_REASON),
                 record.alias("record"),
                 pl.lit(path.name).alias(SOURCE_FILE_COLUMN),
                 (pl.int_range(pl.len(), dtype=pl.Int64) + 1).alias(_ROW_NUMBER),
             )
-        )
+        except pl.exceptions.PolarsError as error:  # a typed (parquet) column that won't cast
+            unusable.append(
+                UnusableFile(path, f"cannot convert to the declared types: {_first_line(error)}")
+            )
+            continue
+        frames.append(frame)
 
     if unusable:
         files_quarantine = pl.DataFrame(
@@ -228,7 +284,7 @@ def ingest_day(
                 PARTITION_COLUMN: [day] * len(unusable),
                 "source_file": [u.path.name for u in unusable],
                 "row_number": [None] * len(unusable),
-                "reason": [f"unusable file: {u.problem}" for u in unusable],
+                "reason": [f"{UNUSABLE_FILE}: {u.problem}" for u in unusable],
                 "record": [None] * len(unusable),
                 "quarantined_at": [ingested_at] * len(unusable),
             },

@@ -33,7 +33,9 @@ def partition_day(name: str, suffixes: tuple[str, ...]) -> dt.date:
             f"{name!r} is not named like a day's file (expected YYYY-MM-DD[_tag]{suffixes[0]})"
         )
     if match.group(2) not in suffixes:
-        raise BadLandingFile(f"{name!r} has suffix {match.group(2)}; expected {' or '.join(suffixes)}")
+        raise BadLandingFile(
+            f"{name!r} has suffix {match.group(2)}; expected {' or '.join(suffixes)}"
+        )
     try:
         return dt.date.fromisoformat(match.group(1))
     except ValueError:

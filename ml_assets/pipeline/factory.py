@@ -16,7 +16,6 @@ from ml_assets.pipeline.spec import PipelineSpec
 def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     raw_assets = [build_raw_asset(spec, name, landing_root) for name in spec.sources]
     feature_assets = [build_feature_asset(spec, name) for name in spec.features]
-    sensors = [build_landing_sensor(spec, name, landing_root) for name in spec.sources]
     ingest_job = dg.define_asset_job(
         name=f"{spec.name}_ingest",
         description=f"Ingest the {spec.name} landing files and build its feature tables.",
@@ -24,5 +23,7 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
         tags=pipeline_tags(spec),
     )
     return dg.Definitions(
-        assets=[*raw_assets, *feature_assets], sensors=sensors, jobs=[ingest_job]
+        assets=[*raw_assets, *feature_assets],
+        sensors=[build_landing_sensor(spec, landing_root)],
+        jobs=[ingest_job],
     )

@@ -8,6 +8,7 @@ import polars as pl
 
 from ml_assets.ingest.ingest import (
     QUARANTINE_SCHEMA,
+    UNUSABLE_FILE,
     IngestError,
     IngestResult,
     ingest_day,
@@ -19,15 +20,18 @@ from ml_assets.storage import delta
 from ml_assets.storage.io_manager import DeltaLake, column_schema
 
 
-def _store_quarantine(lake: DeltaLake, key: dg.AssetKey, frames: list[pl.DataFrame],
-                      days: list[dt.date]) -> str:
+def _store_quarantine(
+    lake: DeltaLake, key: dg.AssetKey, frames: list[pl.DataFrame], days: list[dt.date]
+) -> str:
     uri = lake.table_uri(key)
     frame = pl.concat(frames, how="vertical_relaxed") if frames else QUARANTINE_SCHEMA.to_frame()
     delta.write_partitions(uri, frame, partitions=days)
     return uri
 
 
-def build_raw_asset(spec: PipelineSpec, source_name: str, landing_root: Path) -> dg.AssetsDefinition:
+def build_raw_asset(
+    spec: PipelineSpec, source_name: str, landing_root: Path
+) -> dg.AssetsDefinition:
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
     descriptions = {name: col.description for name, col in source.columns.items()}
@@ -75,9 +79,19 @@ def build_raw_asset(spec: PipelineSpec, source_name: str, landing_root: Path) ->
             # Record why, so the quarantine explains the failed days; the raw table is untouched.
             recorded = [f for f in failures if f.quarantine is not None]
             if recorded:
-                _store_quarantine(
-                    lake, q_key, [f.quarantine for f in recorded], [f.day for f in recorded]
-                )
+                failed_days = [f.day for f in recorded]
+                # The raw table keeps the day's last good load, so keep the rows that load
+                # quarantined too: they may be the only copy left. Only earlier "unusable file"
+                # records are replaced.
+                uri = lake.table_uri(q_key)
+                kept = []
+                if delta.table_exists(uri):
+                    kept = [
+                        delta.scan(uri, partitions=failed_days)
+                        .filter(~pl.col("reason").str.starts_with(UNUSABLE_FILE))
+                        .collect()
+                    ]
+                _store_quarantine(lake, q_key, kept + [f.quarantine for f in recorded], failed_days)
             raise dg.Failure(
                 description="\n".join(str(f) for f in failures),
                 metadata={"failed_days": len(failures), "quarantine_uri": lake.table_uri(q_key)},
@@ -102,9 +116,7 @@ def build_raw_asset(spec: PipelineSpec, source_name: str, landing_root: Path) ->
             }
         )
         if quarantined:
-            context.log.warning(
-                f"{quarantined} rows quarantined ({reasons}); see {quarantine_uri}"
-            )
+            context.log.warning(f"{quarantined} rows quarantined ({reasons}); see {quarantine_uri}")
         return rows
 
     return raw_asset

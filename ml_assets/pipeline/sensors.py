@@ -1,11 +1,10 @@
-"""Landing sensors: new files in a source's landing folder become runs for their days.
+"""The landing sensor: new files in a pipeline's landing folders become runs for their days.
 
 The cursor is a position in inode-change time (ctime): a tick lists the folder (cheap: names
 and one stat each) but only looks further at files changed since the last file it handled, so
 its work does not grow with the files already ingested. ctime rather than mtime because copies
 that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 """
-
 
 import datetime as dt
 import json
@@ -98,84 +97,144 @@ def _request(
     )
 
 
-def downstream_features(spec: PipelineSpec, source: str) -> dict[str, int | None]:
-    """Feature tables that read `source`, with how many later days one day of it affects
-    (None: every later day, for history inputs)."""
-    affected: dict[str, int | None] = {}
-    for name, feature in spec.features.items():
-        read = feature.inputs.get(source)
-        if read is not None:
-            affected[name] = None if read.history == "all" else read.lookback_days
-    return affected
+@dataclass(frozen=True)
+class SourceTick:
+    """What one tick found in one source's landing folder."""
+
+    days: set[dt.date]
+    cursor: Cursor
+    waiting: int
+    problems: list[str]
 
 
-def build_landing_sensor(
-    spec: PipelineSpec, source_name: str, landing_root: Path
-) -> dg.SensorDefinition:
+def scan_source(
+    spec: PipelineSpec, source_name: str, landing_root: Path, cursor: Cursor, now_ns: int
+) -> SourceTick:
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
-    features = downstream_features(spec, source_name)
-    raw = raw_key(spec, source_name)
-    feature_keys = [feature_key(spec, name) for name in features]
-    tags = pipeline_tags(spec)
+    files, problems = scan_landing(folder, source.file_suffixes)
     min_age_ns = int(source.min_file_age_seconds * 1e9)
+    new = [f for f in files if cursor.is_new(f.changed_ns, f.path.name)]
+    # Still being written (or just copied in): wait for a later tick. Anything changed after the
+    # oldest waiting file waits too, or moving the cursor past it would skip that file.
+    young = [f.changed_ns for f in new if now_ns - max(f.changed_ns, f.modified_ns) < min_age_ns]
+    horizon = min(young, default=now_ns + 1)
+    ready = [f for f in new if f.changed_ns < horizon]
+    bad = [p for p in problems if cursor.is_new(p.changed_ns, p.name) and p.changed_ns < horizon]
+    days = {f.day for f in ready}
+    handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
+    return SourceTick(
+        days=days,
+        cursor=cursor.advance(handled, days),
+        waiting=len(new) - len(ready),
+        problems=[f"{folder}: not ingested: {p.message}" for p in bad],
+    )
+
+
+def plan_runs(
+    spec: PipelineSpec, new_days: dict[str, set[dt.date]], newest: dt.date
+) -> list[tuple[list[dg.AssetKey], dt.date, dt.date]]:
+    """(selection, first day, last day) for each run, in the order they must run.
+
+    Days with new files for the same set of sources share a run that ingests those sources and
+    builds their feature tables, so a feature never reads a raw day that is still being
+    ingested, and a failed ingestion skips the features of its days. Then feature-only runs
+    rebuild the later days whose lookback covers a changed day (late files).
+    """
+    by_day: dict[dt.date, frozenset[str]] = {}
+    for source, days in new_days.items():
+        for day in days:
+            by_day[day] = by_day.get(day, frozenset()) | {source}
+    runs: list[tuple[list[dg.AssetKey], dt.date, dt.date]] = []
+    for sources in sorted(set(by_day.values()), key=sorted):
+        days = {day for day, group in by_day.items() if group == sources}
+        features = [f for f in spec.features if set(spec.features[f].inputs) & sources]
+        selection = [raw_key(spec, s) for s in spec.sources if s in sources]
+        selection += [feature_key(spec, f) for f in features]
+        runs += [(selection, first, last) for first, last in contiguous_ranges(days)]
+    runs.sort(key=lambda run: run[1])
+
+    for name in spec.features:
+        later: set[dt.date] = set()
+        for source, reach in downstream_reach(spec, name).items():
+            for day in new_days.get(source, ()):
+                stop = newest if reach is None else min(newest, day + dt.timedelta(days=reach))
+                later |= {day + dt.timedelta(days=i) for i in range(1, (stop - day).days + 1)}
+        rebuilt = {d for d, sources in by_day.items() if set(spec.features[name].inputs) & sources}
+        runs += [([feature_key(spec, name)], a, b) for a, b in contiguous_ranges(later - rebuilt)]
+    return runs
+
+
+def downstream_reach(spec: PipelineSpec, feature: str) -> dict[str, int | None]:
+    """For each source a feature table reads: how many later days one day of it affects
+    (None: every later day, for history inputs)."""
+    return {
+        source: None if read.history == "all" else read.lookback_days
+        for source, read in spec.features[feature].inputs.items()
+        if source in spec.sources
+    }
+
+
+def build_landing_sensor(spec: PipelineSpec, landing_root: Path) -> dg.SensorDefinition:
+    """One sensor per pipeline, with one cursor per source.
+
+    One sensor rather than one per source: with two sources landing the same day, per-source
+    sensors launch two runs in no guaranteed order, and the first one builds features before the
+    other source's raw table exists.
+    """
+    tags = pipeline_tags(spec)
+    folders = {name: spec.landing_folder(name, landing_root) for name in spec.sources}
 
     @dg.sensor(
-        name=f"{spec.name}_{source_name}_landing",
-        description=f"Starts ingestion when new {source.format} files land in {folder}",
-        asset_selection=[raw, *feature_keys],
+        name=f"{spec.name}_landing",
+        description="Starts ingestion when new files land in "
+        + ", ".join(str(folder) for folder in folders.values()),
+        asset_selection=[
+            *(raw_key(spec, s) for s in spec.sources),
+            *(feature_key(spec, f) for f in spec.features),
+        ],
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        cursor = Cursor.parse(context.cursor)
-        files, problems = scan_landing(folder, source.file_suffixes)
+        stored = json.loads(context.cursor) if context.cursor else {}
         now_ns = time.time_ns()
-        new = [f for f in files if cursor.is_new(f.changed_ns, f.path.name)]
-        # Still being written (or just copied in): wait for a later tick. Anything changed after
-        # the oldest waiting file waits too, or moving the cursor past it would skip that file.
-        young = [f.changed_ns for f in new if now_ns - max(f.changed_ns, f.modified_ns) < min_age_ns]
-        horizon = min(young, default=now_ns + 1)
-        ready = [f for f in new if f.changed_ns < horizon]
-        waiting = len(new) - len(ready)
-        bad = [p for p in problems if cursor.is_new(p.changed_ns, p.name) and p.changed_ns < horizon]
-        for problem in bad:
-            context.log.warning(f"{folder}: not ingested: {problem.message}")
-        days = {f.day for f in ready}
-        new_cursor = cursor.advance(
-            [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad],
-            days,
-        )
-
-        if not ready:
-            reason = f"no new files in {folder}"
+        ticks = {
+            name: scan_source(spec, name, landing_root, Cursor.parse(stored.get(name)), now_ns)
+            for name in spec.sources
+        }
+        cursor = json.dumps({name: tick.cursor.dump() for name, tick in ticks.items()})
+        problems = [p for tick in ticks.values() for p in tick.problems]
+        for problem in problems:
+            context.log.warning(problem)
+        new_days = {name: tick.days for name, tick in ticks.items() if tick.days}
+        if not new_days:
+            waiting = sum(tick.waiting for tick in ticks.values())
+            reason = "no new landing files"
             if waiting:
                 reason += f" ({waiting} still being written)"
-            if bad:
-                reason += f"; {len(bad)} file(s) not ingested: " + "; ".join(p.message for p in bad)
-            return dg.SensorResult(skip_reason=reason, cursor=new_cursor.dump())
+            if problems:
+                reason += f"; {len(problems)} file(s) not ingested: " + "; ".join(problems)
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
 
-        requests: list[dg.RunRequest] = []
-        for first, last in contiguous_ranges(days):
-            requests.append(
-                _request([raw, *feature_keys], first, last, tags,
-                         run_key=f"{source_name}:{first}:{last}:{new_cursor.changed_ns}")
+        newest = max([tick.cursor.newest_day for tick in ticks.values() if tick.cursor.newest_day])
+        # The run key makes a re-evaluated tick (same cursor) launch nothing twice.
+        position = max(tick.cursor.changed_ns for tick in ticks.values())
+        requests = [
+            _request(
+                selection,
+                first,
+                last,
+                tags,
+                run_key=f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}",
             )
-        # A late file also changes the features of the later days that look back on it.
-        newest = new_cursor.newest_day or max(days)
-        for name, reach in features.items():
-            later: set[dt.date] = set()
-            for day in days:
-                stop = newest if reach is None else min(newest, day + dt.timedelta(days=reach))
-                later |= {day + dt.timedelta(days=i) for i in range(1, (stop - day).days + 1)}
-            for first, last in contiguous_ranges(later - days):
-                requests.append(
-                    _request([feature_key(spec, name)], first, last, tags,
-                             run_key=f"{source_name}:{name}:{first}:{last}:{new_cursor.changed_ns}")
-                )
+            for selection, first, last in plan_runs(spec, new_days, newest)
+        ]
         context.log.info(
-            f"{len(ready)} new file(s) for {len(days)} day(s) in {folder}: {len(requests)} run(s)"
+            "new files for "
+            + ", ".join(f"{name}: {len(days)} day(s)" for name, days in new_days.items())
+            + f"; {len(requests)} run(s)"
         )
-        return dg.SensorResult(run_requests=requests, cursor=new_cursor.dump())
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return landing_sensor

@@ -113,7 +113,9 @@ class FeatureSpec(_Model):
     @classmethod
     def _function_reference(cls, value: str) -> str:
         if value.count(":") != 1:
-            raise ValueError("function must look like 'package.module:function' or 'file.py:function'")
+            raise ValueError(
+                "function must look like 'package.module:function' or 'file.py:function'"
+            )
         return value
 
 

@@ -32,7 +32,7 @@ features:
     primary_key: [turbine, measured_at]
 """
 
-FEATURES = '''
+FEATURES = """
 import narwhals as nw
 
 def build(readings):
@@ -42,7 +42,7 @@ def build(readings):
         .alias("temperature_change"),
     ).select("turbine", "measured_at", "event_date", "rpm", "temperature_change",
              "failed_within_24h")
-'''
+"""
 
 
 def _write_readings(folder, day: dt.date, temperatures: list[float]) -> None:

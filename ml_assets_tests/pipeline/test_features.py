@@ -133,15 +133,11 @@ def test_previous_payment_features_follow_the_customer_history(raw_frames):
     assert features["n_prev_events"].max() == 3
 
 
-def test_a_partition_computed_alone_equals_the_same_partition_in_a_backfill(
-    landing, tmp_path
-):
+def test_a_partition_computed_alone_equals_the_same_partition_in_a_backfill(landing, tmp_path):
     def settings_for(home: Path):
         from ml_assets.settings import load_settings
 
-        return load_settings(
-            {"ML_ASSETS_HOME": str(home), "ML_ASSETS_LANDING_ROOT": str(landing)}
-        )
+        return load_settings({"ML_ASSETS_HOME": str(home), "ML_ASSETS_LANDING_ROOT": str(landing)})
 
     backfill = settings_for(tmp_path / "backfill")
     defs = build_definitions(backfill)

@@ -1,6 +1,5 @@
 """The Delta IO manager: partition overwrite, windowed and full loads, backfills, concurrency."""
 
-
 import datetime as dt
 import multiprocessing
 from pathlib import Path
@@ -186,9 +185,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     # spawn, not fork: forking a process that has used deltalake can deadlock.
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(4)
-    workers = [
-        ctx.Process(target=_write_days, args=(uri, keys[i::4], start)) for i in range(4)
-    ]
+    workers = [ctx.Process(target=_write_days, args=(uri, keys[i::4], start)) for i in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -28,9 +28,7 @@ def _customer_as_of_payment(payments: nw.LazyFrame, customers: nw.LazyFrame) -> 
         how="inner",
     )
     effective = versions.filter(nw.col("updated_at") <= nw.col("event_ts"))
-    latest = effective.filter(
-        nw.col("updated_at") == nw.col("updated_at").max().over("event_id")
-    )
+    latest = effective.filter(nw.col("updated_at") == nw.col("updated_at").max().over("event_id"))
     return latest.select("event_id", "segment", "region", "signup_date", "credit_limit")
 
 
@@ -87,8 +85,14 @@ def transaction_features(
     recent_events: int = 3,
 ) -> nw.LazyFrame:
     payments = transactions.select(
-        "event_id", "customer_id", "event_ts", "amount", "channel", "merchant_category",
-        "is_fraud", "event_date",
+        "event_id",
+        "customer_id",
+        "event_ts",
+        "amount",
+        "channel",
+        "merchant_category",
+        "is_fraud",
+        "event_date",
     )
     with_history = payments.with_columns(
         *_previous_payments(history_days, recent_events),
@@ -101,8 +105,7 @@ def transaction_features(
         .with_columns(
             (nw.col("amount") / nw.col("mean_amount_prev")).alias("amount_to_prev_mean"),
             nw.when(
-                nw.col("signup_date").cast(nw.Datetime("us"))
-                >= nw.col("day").dt.offset_by("-30d")
+                nw.col("signup_date").cast(nw.Datetime("us")) >= nw.col("day").dt.offset_by("-30d")
             )
             .then(1)
             .otherwise(0)
@@ -112,10 +115,24 @@ def transaction_features(
         )
     )
     return features.select(
-        "event_id", "customer_id", "event_ts", "event_date",
-        "amount", "channel", "merchant_category", "hour",
-        "segment", "region", "credit_limit", "new_account",
-        "prev_amount", "mean_amount_prev", "amount_to_prev_mean", "n_prev_events",
-        "events_prev_hour", "cust_txn_count_prev_days", "cust_amount_sum_prev_days",
+        "event_id",
+        "customer_id",
+        "event_ts",
+        "event_date",
+        "amount",
+        "channel",
+        "merchant_category",
+        "hour",
+        "segment",
+        "region",
+        "credit_limit",
+        "new_account",
+        "prev_amount",
+        "mean_amount_prev",
+        "amount_to_prev_mean",
+        "n_prev_events",
+        "events_prev_hour",
+        "cust_txn_count_prev_days",
+        "cust_amount_sum_prev_days",
         "is_fraud",
     )

@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run headless test lint bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## Set up, write 30 days of demo data if there is none, start the UI + sensors on 127.0.0.1:3000.
+run: $(STAMP)
+	test -d .ml_assets/landing/fraud/transactions || $(BIN)/ml-assets demo-data --days 30
+	$(BIN)/ml-assets dev
+
+## The same graph once, without the UI (scripts, CI): prints where the tables are.
+headless: $(STAMP)
+	$(BIN)/ml-assets run
+
+## The whole test suite (includes a live `dagster dev` test and concurrent writers).
+test: $(STAMP)
+	$(BIN)/ruff check ml_assets ml_assets_tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+## Delete local state: lake, landing files, MLflow store, Dagster history.
+clean:
+	rm -rf .ml_assets

@@ -1,0 +1,54 @@
+"""The README's main command, live: `ml-assets dev` picks demo data up through the sensors."""
+
+import subprocess
+
+import pytest
+
+from ml_assets_tests.live.dagster_dev import BIN, dagster_dev
+
+pytestmark = pytest.mark.slow
+
+PARTITIONS = """
+query ($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { partitionStats { numMaterialized numFailed } }
+  }
+}
+"""
+RUNS = """
+{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }
+"""
+
+
+def test_sensors_ingest_demo_data_and_build_features(tmp_path):
+    env = {"ML_ASSETS_HOME": str(tmp_path / "home")}
+    subprocess.run(
+        [str(BIN / "ml-assets"), "demo-data", "--days", "3", "--rows-per-day", "300"],
+        env={**__import__("os").environ, **env},
+        check=True,
+    )
+    with dagster_dev(env, tmp_path / "dagster_dev.log") as server:
+
+        def materialized(path):
+            node = server.graphql(PARTITIONS, {"path": path})["assetNodeOrError"]
+            return node["partitionStats"]["numMaterialized"]
+
+        def finished_runs():
+            runs = server.graphql(RUNS)["runsOrError"]["results"]
+            done = {"SUCCESS", "FAILURE", "CANCELED"}
+            if runs and all(r["status"] in done for r in runs):
+                return runs
+            return None
+
+        runs = server.wait_until(finished_runs, timeout=240, what="both sensors' runs to finish")
+        assert all(r["status"] == "SUCCESS" for r in runs), runs
+        sensor_runs = [r for r in runs if any(t["key"] == "dagster/sensor_name" for t in r["tags"])]
+        assert len(sensor_runs) == len(runs)
+        for path in (
+            ["raw", "transactions"],
+            ["raw", "customers"],
+            ["features", "transaction_features"],
+        ):
+            assert materialized(["fraud", *path]) == 3, path
+    # Run history is kept in the project's instance, not in a temporary folder.
+    assert list((tmp_path / "home" / "dagster_home" / "history").glob("runs*"))

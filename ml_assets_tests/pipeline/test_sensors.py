@@ -1,0 +1,367 @@
+"""The landing sensor: new files in a pipeline's landing folders become runs for their days.
+
+Ticks are evaluated by Dagster itself (`evaluate_tick` with the pipeline's definitions), so the
+run requests are checked the way the daemon would resolve them; files are real files in tmp_path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from ml_assets.definitions import build_resources
+from ml_assets.demo.generate import write_demo_data
+from ml_assets.pipeline.factory import build_pipeline
+from ml_assets.pipeline.keys import PIPELINE_TAG, feature_key, raw_key
+from ml_assets.pipeline.sensors import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    Cursor,
+    build_landing_sensor,
+)
+from ml_assets.pipeline.spec import PipelineSpec, parse_spec
+from ml_assets.settings import DEMO_PIPELINE_SPEC, Settings
+from ml_assets.storage.io_manager import DeltaLake
+
+JAN = [dt.date(2026, 1, d) for d in range(1, 32)]
+
+
+def _day(n: int) -> dt.date:
+    return JAN[n - 1]
+
+
+def demo_spec(min_file_age_seconds: float = 0) -> PipelineSpec:
+    """The demo pipeline as declared, with the sensors' wait for young files set."""
+    data = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
+    for source in data["sources"].values():
+        source["min_file_age_seconds"] = min_file_age_seconds
+    return parse_spec(data, base_dir=DEMO_PIPELINE_SPEC.parent)
+
+
+def featureless_spec(tmp_path: Path) -> PipelineSpec:
+    return parse_spec(
+        {
+            "name": "shop",
+            "start_date": "2026-01-01",
+            "sources": {
+                "sales": {
+                    "event_time": "ts",
+                    "primary_key": ["id"],
+                    "columns": {"id": "string", "ts": "datetime"},
+                    "min_file_age_seconds": 0,
+                }
+            },
+        },
+        base_dir=tmp_path,
+    )
+
+
+class Landing:
+    """One source's landing folder and the pipeline's sensor, ticked the way the daemon does."""
+
+    def __init__(self, spec: PipelineSpec, source: str, settings: Settings) -> None:
+        self.spec = spec
+        self.source = source
+        self.settings = settings
+        self.folder = spec.landing_folder(source, settings.landing_root)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sensor = build_landing_sensor(spec, settings.landing_root)
+        self.defs = dg.Definitions.merge(
+            build_pipeline(spec, landing_root=settings.landing_root),
+            dg.Definitions(resources=build_resources(settings)),
+        )
+        self.cursor: str | None = None
+
+    def source_cursor(self, raw: str | None) -> Cursor:
+        """This source's part of the pipeline sensor's cursor."""
+        return Cursor.parse(json.loads(raw)[self.source]) if raw else Cursor()
+
+    def add(self, *names: str) -> None:
+        for name in names:
+            (self.folder / name).write_text("id,ts\n")
+
+    def add_days(self, *days: dt.date, tag: str = "") -> None:
+        self.add(*[f"{day.isoformat()}{tag}.csv" for day in days])
+
+    def tick(self) -> dg.SensorExecutionData:
+        with dg.DagsterInstance.ephemeral() as instance:
+            context = dg.build_sensor_context(
+                instance=instance, cursor=self.cursor, definitions=self.defs
+            )
+            result = self.sensor.evaluate_tick(context)
+        self.cursor = result.cursor
+        return result
+
+
+def _days(request: dg.RunRequest) -> tuple[dt.date, dt.date]:
+    """First and last day a request covers, from its partition key or its range tags."""
+    if request.partition_key is not None:
+        assert RANGE_START_TAG not in request.tags and RANGE_END_TAG not in request.tags
+        day = dt.date.fromisoformat(request.partition_key)
+        return day, day
+    return (
+        dt.date.fromisoformat(request.tags[RANGE_START_TAG]),
+        dt.date.fromisoformat(request.tags[RANGE_END_TAG]),
+    )
+
+
+def _summary(result: dg.SensorExecutionData) -> list[tuple[tuple[dt.date, dt.date], list[str]]]:
+    """Each request as ((first, last), [asset keys]), in order."""
+    return [
+        (_days(r), [k.to_user_string() for k in r.asset_selection]) for r in result.run_requests
+    ]
+
+
+RAW_TX = "fraud/raw/transactions"
+RAW_CUST = "fraud/raw/customers"
+FEATURES = "fraud/features/transaction_features"
+
+
+@pytest.fixture
+def transactions(settings: Settings) -> Landing:
+    return Landing(demo_spec(), "transactions", settings)
+
+
+@pytest.fixture
+def customers(settings: Settings) -> Landing:
+    return Landing(demo_spec(), "customers", settings)
+
+
+def test_first_tick_requests_one_range_run_for_contiguous_days(transactions: Landing) -> None:
+    transactions.add_days(_day(1), _day(2), _day(3))
+
+    result = transactions.tick()
+
+    [request] = result.run_requests
+    assert request.partition_key is None
+    assert request.tags[RANGE_START_TAG] == "2026-01-01"
+    assert request.tags[RANGE_END_TAG] == "2026-01-03"
+    assert request.tags[PIPELINE_TAG] == "fraud"
+    assert request.asset_selection == [
+        raw_key(transactions.spec, "transactions"),
+        feature_key(transactions.spec, "transaction_features"),
+    ]
+    assert transactions.source_cursor(result.cursor).newest_day == _day(3)
+
+
+def test_a_single_day_is_requested_by_partition_key(transactions: Landing) -> None:
+    transactions.add_days(_day(7))
+
+    [request] = transactions.tick().run_requests
+
+    assert request.partition_key == "2026-01-07"
+    assert RANGE_START_TAG not in request.tags
+    assert [k.to_user_string() for k in request.asset_selection] == [RAW_TX, FEATURES]
+
+
+def test_a_tick_with_nothing_new_skips_and_keeps_the_cursor(transactions: Landing) -> None:
+    transactions.add_days(_day(1), _day(2))
+    first = transactions.tick()
+    assert first.run_requests
+
+    second = transactions.tick()
+
+    assert second.run_requests == []
+    assert second.skip_message == "no new landing files"
+    assert transactions.source_cursor(second.cursor) == transactions.source_cursor(first.cursor)
+
+
+def test_files_already_seen_never_produce_requests_again(transactions: Landing) -> None:
+    transactions.add_days(_day(1), _day(2), _day(3))
+    assert _summary(transactions.tick()) == [((_day(1), _day(3)), [RAW_TX, FEATURES])]
+
+    transactions.add_days(_day(4))
+    assert _summary(transactions.tick()) == [((_day(4), _day(4)), [RAW_TX, FEATURES])]
+
+    transactions.add_days(_day(5), _day(6))
+    assert _summary(transactions.tick()) == [((_day(5), _day(6)), [RAW_TX, FEATURES])]
+    assert transactions.tick().run_requests == []
+
+
+def test_a_rewritten_file_is_requested_again(transactions: Landing) -> None:
+    transactions.add_days(_day(1), _day(2))
+    transactions.tick()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+
+    (transactions.folder / "2026-01-01.csv").write_text("id,ts\ncorrected,\n")
+
+    # Day 1 again, and day 2's features, which look back on day 1.
+    assert _summary(transactions.tick()) == [
+        ((_day(1), _day(1)), [RAW_TX, FEATURES]),
+        ((_day(2), _day(2)), [FEATURES]),
+    ]
+
+
+def test_late_transactions_file_reruns_its_day_and_the_features_looking_back_on_it(
+    transactions: Landing,
+) -> None:
+    transactions.add_days(*JAN[:12])
+    transactions.tick()
+
+    transactions.add_days(_day(2), tag="_late")
+    result = transactions.tick()
+
+    # transaction_features reads 7 days of transactions: days 3..9 see day 2; day 10 does not.
+    assert _summary(result) == [
+        ((_day(2), _day(2)), [RAW_TX, FEATURES]),
+        ((_day(3), _day(9)), [FEATURES]),
+    ]
+    assert len({r.run_key for r in result.run_requests}) == 2
+
+
+def test_late_customers_file_reaches_the_newest_day(customers: Landing) -> None:
+    customers.add_days(*JAN[:12])
+    customers.tick()
+
+    customers.add_days(_day(2), tag="_late")
+
+    # transaction_features reads the whole customer history: every later day sees the change.
+    assert _summary(customers.tick()) == [
+        ((_day(2), _day(2)), [RAW_CUST, FEATURES]),
+        ((_day(3), _day(12)), [FEATURES]),
+    ]
+
+
+def test_young_files_wait_for_a_later_tick(settings: Settings) -> None:
+    waiting = Landing(demo_spec(min_file_age_seconds=3600), "transactions", settings)
+    waiting.add_days(_day(1))
+    # Copied with its old modification time kept (cp -p): the inode change time is still now.
+    hours_ago = time.time() - 7200
+    os.utime(waiting.folder / "2026-01-01.csv", (hours_ago, hours_ago))
+
+    result = waiting.tick()
+
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files (1 still being written)"
+    assert waiting.source_cursor(result.cursor) == Cursor()
+
+    ready = Landing(demo_spec(min_file_age_seconds=0), "transactions", settings)
+    ready.cursor = result.cursor
+    assert _summary(ready.tick()) == [((_day(1), _day(1)), [RAW_TX, FEATURES])]
+
+
+def test_files_still_being_written_are_ignored(transactions: Landing) -> None:
+    transactions.add(".2026-01-05.csv.tmp", "2026-01-05.csv.part", "2026-01-06.csv.partial")
+
+    result = transactions.tick()
+
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files"
+
+    # The writer publishes the finished file with a rename.
+    os.replace(transactions.folder / ".2026-01-05.csv.tmp", transactions.folder / "2026-01-05.csv")
+    assert _summary(transactions.tick()) == [((_day(5), _day(5)), [RAW_TX, FEATURES])]
+
+
+def test_badly_named_files_are_reported_once_and_never_requested(
+    transactions: Landing, tmp_path: Path
+) -> None:
+    transactions.add("transactions.csv", "2026-13-45.csv", "2026-01-05.json")
+    (tmp_path / "secret.csv").write_text("id,ts\n")
+    (transactions.folder / "2026-01-06_x.csv").symlink_to(tmp_path / "secret.csv")
+
+    first = transactions.tick()
+
+    assert first.run_requests == []
+    message = first.skip_message
+    assert message.startswith("no new landing files; 4 file(s) not ingested: ")
+    assert "'transactions.csv' is not named like a day's file" in message
+    assert "'2026-13-45.csv': 2026-13-45 is not a valid date" in message
+    assert "'2026-01-05.json' has suffix .json; expected .csv" in message
+    assert "'2026-01-06_x.csv' resolves outside the landing folder" in message
+
+    # Reported once: the next tick has nothing to say about them.
+    assert transactions.tick().skip_message == "no new landing files"
+    transactions.add_days(_day(7))
+    assert _summary(transactions.tick()) == [((_day(7), _day(7)), [RAW_TX, FEATURES])]
+
+
+def test_gaps_between_days_split_the_requests(settings: Settings, tmp_path: Path) -> None:
+    sales = Landing(featureless_spec(tmp_path), "sales", settings)
+    sales.add_days(_day(1), _day(2), _day(4))
+
+    assert _summary(sales.tick()) == [
+        ((_day(1), _day(2)), ["shop/raw/sales"]),
+        ((_day(4), _day(4)), ["shop/raw/sales"]),
+    ]
+
+
+def test_gaps_with_lookback_features_also_request_the_day_in_between(
+    transactions: Landing,
+) -> None:
+    transactions.add_days(_day(1), _day(2), _day(4))
+
+    # Day 3 has no transactions file, but its features look back on days 1 and 2.
+    assert _summary(transactions.tick()) == [
+        ((_day(1), _day(2)), [RAW_TX, FEATURES]),
+        ((_day(4), _day(4)), [RAW_TX, FEATURES]),
+        ((_day(3), _day(3)), [FEATURES]),
+    ]
+
+
+def test_cursor_round_trips_and_records_the_last_file_handled(transactions: Landing) -> None:
+    assert Cursor.parse(None) == Cursor.parse("") == Cursor()
+    cursor = Cursor(1_767_225_600_123_456_789, ("2026-01-02.csv", "2026-01-03.csv"), _day(3))
+    assert Cursor.parse(cursor.dump()) == cursor
+    assert Cursor.parse(Cursor().dump()) == Cursor()
+
+    transactions.add_days(_day(1), _day(2), _day(3))
+    parsed = transactions.source_cursor(transactions.tick().cursor)
+
+    changed = {p.name: p.stat().st_ctime_ns for p in transactions.folder.iterdir()}
+    assert parsed.changed_ns == max(changed.values())
+    assert parsed.names_at == tuple(sorted(n for n, c in changed.items() if c == parsed.changed_ns))
+    assert parsed.newest_day == _day(3)
+    assert Cursor.parse(parsed.dump()) == parsed
+
+
+def test_sources_landing_together_are_ingested_in_one_run_before_their_features(
+    settings: Settings,
+) -> None:
+    """Per-source sensors would launch two runs in no guaranteed order, and the first would
+    build features before the other raw table exists. One pipeline tick gives one run."""
+    spec = demo_spec()
+    write_demo_data(settings.landing_root / "fraud", start=_day(1), days=3, rows_per_day=15, seed=5)
+
+    [request] = Landing(spec, "transactions", settings).tick().run_requests
+
+    assert request.asset_selection == [
+        raw_key(spec, "transactions"),
+        raw_key(spec, "customers"),
+        feature_key(spec, "transaction_features"),
+    ]
+    assert request.partition_key is None  # a range: the days travel in the tags
+    result = dg.materialize(
+        list(build_pipeline(spec, landing_root=settings.landing_root).assets),
+        resources=build_resources(settings),
+        tags=request.tags,
+        selection=request.asset_selection,
+    )
+    assert result.success
+    lake = DeltaLake(root=settings.lake_root)
+    for key in request.asset_selection:
+        days = pl.read_delta(lake.table_uri(key))["event_date"].unique().sort().to_list()
+        assert days == [_day(1), _day(2), _day(3)], key
+    transactions = pl.read_delta(lake.table_uri(raw_key(spec, "transactions")))
+    assert transactions.group_by("event_date").len()["len"].to_list() == [15, 15, 15]
+
+
+def test_days_with_different_sources_get_their_own_runs(settings: Settings) -> None:
+    spec = demo_spec()
+    transactions = Landing(spec, "transactions", settings)
+    customers = Landing(spec, "customers", settings)
+    transactions.add_days(_day(1), _day(2), _day(3))
+    customers.add_days(_day(1))
+
+    assert _summary(transactions.tick()) == [
+        ((_day(1), _day(1)), [RAW_TX, RAW_CUST, FEATURES]),
+        ((_day(2), _day(3)), [RAW_TX, FEATURES]),
+    ]
