@@ -474,7 +474,11 @@ def test_a_broken_redelivery_keeps_the_raw_table_and_records_why(raw: Raw) -> No
     _write(
         raw.folder,
         "2026-01-06.csv",
-        _csv("d,2026-01-06T08:00:00,4.0,4,", "e,2026-01-06T09:00:00,5.0,5,"),
+        _csv(
+            "d,2026-01-06T08:00:00,4.0,4,",
+            "e,2026-01-06T09:00:00,5.0,5,",
+            "f,2026-01-06T10:00:00,lots,1,",
+        ),
     )
     assert raw.materialize(DAY).success
     assert raw.materialize(NEXT_DAY).success
@@ -493,11 +497,13 @@ def test_a_broken_redelivery_keeps_the_raw_table_and_records_why(raw: Raw) -> No
     assert "the raw table is unchanged" in message
     assert_frame_equal(raw.table(), before)
     assert table_version(raw.uri) == version
-    unusable = raw.quarantine().filter(pl.col("event_date") == NEXT_DAY).to_dicts()
-    assert [(r["source_file"], r["row_number"], r["record"]) for r in unusable] == [
-        ("2026-01-06.csv", None, None)
+    records = raw.quarantine().filter(pl.col("event_date") == NEXT_DAY).sort("reason").to_dicts()
+    assert [(r["source_file"], r["row_number"]) for r in records] == [
+        ("2026-01-06.csv", 3),  # from the last good load, which the raw table still reflects
+        ("2026-01-06.csv", None),
     ]
-    assert unusable[0]["reason"].startswith("unusable file: missing required column(s) ['amount']")
+    assert records[0]["reason"].startswith("unparseable value: column amount")
+    assert records[1]["reason"].startswith("unusable file: missing required column(s) ['amount']")
 
     # Once fixed, the day loads and its quarantine no longer lists the broken delivery.
     _write(raw.folder, "2026-01-06.csv", _csv("d,2026-01-06T08:00:00,4.5,4,fixed"))
