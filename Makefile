@@ -24,7 +24,7 @@ headless: $(STAMP)
 
 ## The whole test suite (includes a live `dagster dev` test and concurrent writers).
 test: $(STAMP)
-	$(BIN)/ruff check ml_assets ml_assets_tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
