@@ -10,6 +10,7 @@ from ml_assets.pipeline.factory import build_pipeline
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import Settings, load_settings
 from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake
+from ml_assets.tracking.mlflow_resource import MlflowTracking
 
 # BackfillPolicy is marked beta, but single-run backfills are what keep a 90-day backfill one
 # run (and one commit per table) instead of 90; we rely on it knowingly.
@@ -18,7 +19,16 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 
 def build_resources(settings: Settings) -> dict[str, object]:
     lake = DeltaLake(root=settings.lake_root)
-    return {"lake": lake, "io_manager": DeltaIOManager(lake=lake)}
+    return {
+        "lake": lake,
+        "io_manager": DeltaIOManager(lake=lake),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_tracking_uri,
+            registry_uri=settings.mlflow_registry_uri,
+            artifact_root=settings.mlflow_artifact_root,
+            ui_url=settings.mlflow_ui_url,
+        ),
+    }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -30,6 +40,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *pipelines,
         dg.Definitions(
             resources=build_resources(settings),
+            # Evaluates automation conditions (scoring new partitions; retraining).
+            sensors=[
+                dg.AutomationConditionSensorDefinition(
+                    "ml_assets_automation",
+                    target=dg.AssetSelection.all(),
+                    default_status=dg.DefaultSensorStatus.RUNNING,
+                    minimum_interval_seconds=30,
+                )
+            ],
             # ~0.1 s per step instead of ~2 s for a fresh process per step on two cores.
             executor=dg.in_process_executor,
         ),

@@ -30,25 +30,38 @@ def materialize_all(settings: Settings) -> int:
             status = 1
             continue
         first, last = min(days).isoformat(), max(days).isoformat()
-        job = defs.resolve_job_def(f"{spec.name}_ingest")
-        result = job.execute_in_process(
-            instance=instance,
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-            },
-            raise_on_error=False,
-        )
-        verdict = "succeeded" if result.success else "FAILED"
-        print(f"{spec.name}: {first} .. {last} {verdict} (run {result.run_id})")
-        if not result.success:
-            status = 1
+        days_range = {
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        }
+        # Ingest and features over every landed day; then train, validate, promote; then score
+        # the same days with whatever champion that left.
+        steps = [(f"{spec.name}_ingest", days_range)]
+        if spec.model is not None:
+            steps += [(f"{spec.name}_train", {}), (f"{spec.name}_score", days_range)]
+        for job_name, tags in steps:
+            job = defs.resolve_job_def(job_name)
+            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+            verdict = "succeeded" if result.success else "FAILED"
+            print(f"{job_name}: {first} .. {last} {verdict} (run {result.run_id})")
             for event in result.all_events:
                 if event.is_step_failure:
-                    print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}")
-        for key in sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.path):
+                    error = event.step_failure_data.error
+                    while error.cause is not None:  # the user's exception, not the wrapper
+                        error = error.cause
+                    print(f"  {event.step_key} failed: {error.message.strip()}")
+                elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                    check = event.event_specific_data
+                    print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+            if not result.success:
+                status = 1
+                break
+        graph = defs.resolve_asset_graph()
+        for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.path):
             uri = "/".join([settings.lake_root, *key.path])
-            if table_exists(uri):
+            if key.path[0] == spec.name and table_exists(uri):
                 print(f"  {key.to_user_string():45s} {uri}")
+        if spec.model is not None:
+            print(f"  MLflow: {settings.mlflow_tracking_uri} (`ml-assets mlflow-ui` to browse)")
     print(f"Dagster instance (history for `ml-assets dev`): {settings.dagster_home}")
     return status

@@ -34,6 +34,11 @@ class Settings:
     landing_root: Path
     # Pipeline spec files to load.
     pipeline_specs: tuple[Path, ...]
+    # MLflow: tracking store and model registry (local: sqlite + an artifact folder).
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str | None
+    mlflow_artifact_root: str | None
+    mlflow_ui_url: str | None
 
     @property
     def dagster_home(self) -> Path:
@@ -88,10 +93,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lake_root = env["ML_ASSETS_LAKE_ROOT"]
         landing_root = Path(env["ML_ASSETS_LANDING_ROOT"])
 
+    if deployment == "local":
+        tracking_uri = env.get("ML_ASSETS_MLFLOW_TRACKING_URI") or (
+            f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        )
+        artifact_root = env.get("ML_ASSETS_MLFLOW_ARTIFACT_ROOT") or str(
+            home / "mlflow" / "artifacts"
+        )
+        ui_url = env.get("ML_ASSETS_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    else:
+        # On Databricks: "databricks" tracking and, with Unity Catalog, "databricks-uc" registry.
+        tracking_uri = env.get("ML_ASSETS_MLFLOW_TRACKING_URI", "databricks")
+        artifact_root = env.get("ML_ASSETS_MLFLOW_ARTIFACT_ROOT")
+        ui_url = env.get("ML_ASSETS_MLFLOW_UI_URL")
+
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
         lake_root=lake_root,
         landing_root=landing_root.expanduser(),
         pipeline_specs=_pipeline_specs(env),
+        mlflow_tracking_uri=tracking_uri,
+        mlflow_registry_uri=env.get("ML_ASSETS_MLFLOW_REGISTRY_URI") or None,
+        mlflow_artifact_root=artifact_root,
+        mlflow_ui_url=ui_url or None,
     )

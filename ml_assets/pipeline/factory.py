@@ -7,10 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from ml_assets.pipeline.features import build_feature_asset
-from ml_assets.pipeline.keys import pipeline_tags
+from ml_assets.pipeline.inference import build_predictions_asset
+from ml_assets.pipeline.keys import model_keys, pipeline_tags
+from ml_assets.pipeline.promotion import build_champion_asset, build_rollback_job
 from ml_assets.pipeline.raw import build_raw_asset
 from ml_assets.pipeline.sensors import build_landing_sensor
 from ml_assets.pipeline.spec import PipelineSpec
+from ml_assets.pipeline.training import build_candidate_asset
+from ml_assets.pipeline.validation import build_gate_checks, build_validation_asset
 
 
 def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
@@ -22,8 +26,40 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
         selection=dg.AssetSelection.assets(*raw_assets, *feature_assets),
         tags=pipeline_tags(spec),
     )
-    return dg.Definitions(
+    ingest = dg.Definitions(
         assets=[*raw_assets, *feature_assets],
         sensors=[build_landing_sensor(spec, landing_root)],
         jobs=[ingest_job],
+    )
+    if spec.model is None:
+        return ingest
+    return dg.Definitions.merge(ingest, build_model_definitions(spec))
+
+
+def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
+    """Candidate → validation report (+ gates) → champion, predictions, rollback."""
+    assert spec.model is not None
+    keys = model_keys(spec)
+    train_job = dg.define_asset_job(
+        name=f"{spec.name}_train",
+        description=f"Train a {spec.model.name} candidate, validate it against the champion and "
+        "promote it if every gate passes.",
+        selection=dg.AssetSelection.assets(keys.candidate, keys.report, keys.champion),
+        tags=pipeline_tags(spec),
+    )
+    score_job = dg.define_asset_job(
+        name=f"{spec.name}_score",
+        description=f"Score feature partitions with the {spec.model.name} champion.",
+        selection=dg.AssetSelection.assets(keys.predictions),
+        tags=pipeline_tags(spec),
+    )
+    return dg.Definitions(
+        assets=[
+            build_candidate_asset(spec),
+            build_validation_asset(spec),
+            build_champion_asset(spec),
+            build_predictions_asset(spec),
+        ],
+        asset_checks=build_gate_checks(spec),
+        jobs=[train_job, score_job, build_rollback_job(spec)],
     )

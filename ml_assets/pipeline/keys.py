@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -23,6 +24,28 @@ def quarantine_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
 
 def feature_key(spec: PipelineSpec, feature: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "features", feature])
+
+
+def model_keys(spec: PipelineSpec) -> ModelKeys:
+    assert spec.model is not None
+    name = spec.model.name
+    return ModelKeys(
+        candidate=dg.AssetKey([spec.name, "models", f"{name}_candidate"]),
+        report=dg.AssetKey([spec.name, "reports", f"{name}_validation"]),
+        champion=dg.AssetKey([spec.name, "models", f"{name}_champion"]),
+        predictions=dg.AssetKey([spec.name, "predictions", name]),
+        audit=dg.AssetKey([spec.name, "audit", "model_promotions"]),
+    )
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    candidate: dg.AssetKey
+    report: dg.AssetKey
+    champion: dg.AssetKey
+    predictions: dg.AssetKey
+    # Not an asset: the Delta table of promotions and rollbacks, written by both.
+    audit: dg.AssetKey
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:

@@ -119,6 +119,52 @@ class FeatureSpec(_Model):
         return value
 
 
+class WindowSpec(_Model):
+    """Training window: `train_days` of feature partitions, then the newest `holdout_days`
+    held out for validation (a time split, never random)."""
+
+    train_days: int = Field(default=21, ge=1)
+    holdout_days: int = Field(default=7, ge=1)
+
+
+class SearchSpec(_Model):
+    """Optional hyper-parameter search; each trial is a nested MLflow run."""
+
+    kind: Literal["grid", "random"] = "random"
+    trials: int = Field(default=0, ge=0, description="0: no search, fit `params` once")
+    space: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class GateSpec(_Model):
+    """What a challenger must show before it may become the champion."""
+
+    # Absolute floors (ceilings for error metrics such as log_loss, rmse, mae).
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    # How much worse than the champion the challenger may be, per metric.
+    max_regression: dict[str, float] = Field(default_factory=dict)
+    # A single feature that predicts the target this well on its own is a leak.
+    leakage_threshold: float = Field(default=0.98, gt=0.5, le=1.0)
+
+
+class ModelSpec(_Model):
+    name: str = Field(pattern=NAME_PATTERN, description="Registered model name")
+    description: str = ""
+    features: str = Field(description="The feature table to train on")
+    target: str
+    task: Literal["classification", "regression"] = "classification"
+    # Columns that are not model inputs: ids, timestamps, the partition column is always out.
+    exclude: list[str] = Field(default_factory=list)
+    slice_column: str | None = None
+    estimator: str = "hist_gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    # Classification: the probability above which a row counts as positive (for F1 etc.).
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    window: WindowSpec = WindowSpec()
+    search: SearchSpec = SearchSpec()
+    gates: GateSpec = GateSpec()
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -127,6 +173,7 @@ class PipelineSpec(_Model):
     start_date: dt.date
     sources: dict[str, SourceSpec] = Field(min_length=1)
     features: dict[str, FeatureSpec] = Field(default_factory=dict)
+    model: ModelSpec | None = None
     # Folder of the spec file, for resolving relative references (set by the loader).
     base_dir: Path = Path(".")
 
@@ -145,6 +192,11 @@ class PipelineSpec(_Model):
                         f"feature table {feature_name!r} reads {input_name!r}, which is neither "
                         "a source nor a feature table of this pipeline"
                     )
+        if self.model is not None and self.model.features not in self.features:
+            raise ValueError(
+                f"model {self.model.name!r} trains on {self.model.features!r}, which is not a "
+                "feature table of this pipeline"
+            )
         return self
 
     def landing_folder(self, source: str, landing_root: Path) -> Path:

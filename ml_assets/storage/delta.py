@@ -126,6 +126,15 @@ def write_partitions(
     )
 
 
+def append_rows(uri: str, frame: pl.DataFrame) -> int:
+    """Append to a log-style table (audit trails); returns the new Delta version."""
+    if "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    arrow = frame.to_arrow()
+    _commit_with_retry(lambda: write_deltalake(uri, arrow, mode="append", schema_mode="merge"))
+    return DeltaTable(uri).version()
+
+
 def table_row_count(table: DeltaTable) -> int:
     """Row count from the Delta log's file statistics, without reading data files."""
     actions = pl.DataFrame(table.get_add_actions(flatten=True))

@@ -1,0 +1,93 @@
+"""Batch predictions: each feature partition scored by the champion current at run time.
+
+The table doubles as the inference log: every row says which model version scored it and when.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import mlflow
+import polars as pl
+
+from ml_assets.pipeline.keys import daily_partitions, feature_key, model_keys
+from ml_assets.pipeline.spec import PipelineSpec
+from ml_assets.storage.delta import PARTITION_COLUMN
+from ml_assets.tracking.mlflow_resource import MlflowTracking
+from ml_assets.tracking.registry import CHAMPION, version_for_alias
+
+
+def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
+    """Score a feature partition when it is new or updated, once a champion exists.
+
+    Unlike `eager()` this reaches every partition, not only the latest day, because the landing
+    sensor also delivers late and backfilled days. A new champion does not rescore history: the
+    inference log keeps what was scored with which version.
+    """
+    champion_only = dg.AssetSelection.assets(champion)
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(champion_only).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("score new feature partitions once a champion exists")
+
+
+def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    model = spec.model
+    assert model is not None
+    keys = model_keys(spec)
+    features = feature_key(spec, model.features)
+    id_columns = [c for c in model.exclude if c != PARTITION_COLUMN]
+
+    @dg.asset(
+        key=keys.predictions,
+        ins={"features": dg.AssetIn(key=features)},
+        deps=[keys.champion],
+        group_name="predictions",
+        description=f"`{model.name}` scores per row of `{features.to_user_string()}`, by the "
+        "champion current at run time; with model version and scoring time (inference log).",
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"polars", "mlflow", "delta"},
+        owners=spec.owners,
+        tags={"layer": "predictions", "pipeline": spec.name},
+        automation_condition=scoring_condition(keys.champion),
+    )
+    def predictions(
+        context: dg.AssetExecutionContext, features: pl.LazyFrame, mlflow_tracking: MlflowTracking
+    ) -> pl.DataFrame:
+        champion = version_for_alias(mlflow_tracking.client, model.name, CHAMPION)
+        if champion is None:
+            raise dg.Failure(
+                f"no champion for {model.name} yet: materialize "
+                f"{keys.champion.to_user_string()} (train, validate, promote) before scoring"
+            )
+        mlflow_tracking.activate()
+        scorer = mlflow.pyfunc.load_model(f"models:/{model.name}/{champion.version}")
+        rows = features.collect()
+        inputs = rows.select(list(scorer.metadata.get_input_schema().input_names()))
+        scores = scorer.predict(inputs.to_pandas())
+        scored = rows.select(*id_columns, PARTITION_COLUMN).with_columns(
+            pl.Series("score", scores, dtype=pl.Float64),
+            pl.lit(model.name).alias("model_name"),
+            pl.lit(int(champion.version)).alias("model_version"),
+            pl.lit(dt.datetime.now(dt.UTC)).cast(pl.Datetime("us", "UTC")).alias("scored_at"),
+        )
+        if model.task == "classification":
+            scored = scored.with_columns(
+                (pl.col("score") >= model.threshold).cast(pl.Int8).alias("predicted_label")
+            )
+        context.add_output_metadata(
+            {
+                "model_version": int(champion.version),
+                "mean_score": float(scored["score"].mean() or 0.0),
+                **(
+                    {"positive_rate": float(scored["predicted_label"].mean() or 0.0)}
+                    if model.task == "classification"
+                    else {}
+                ),
+            }
+        )
+        return scored
+
+    return predictions

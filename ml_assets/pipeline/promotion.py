@@ -1,0 +1,201 @@
+"""Promotion: the champion alias moves to a challenger that passed every gate, and back on a
+rollback. Both write the same audit record to a Delta table and to the model version."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+from mlflow.tracking import MlflowClient
+from pydantic import Field
+
+from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.spec import PipelineSpec
+from ml_assets.pipeline.validation import GATES
+from ml_assets.storage import delta
+from ml_assets.storage.io_manager import DeltaLake
+from ml_assets.tracking.mlflow_resource import MlflowTracking
+from ml_assets.tracking.registry import CHAMPION, GATE_TAG_PREFIX, version_for_alias
+
+
+def write_audit(
+    *,
+    lake: DeltaLake,
+    client: MlflowClient,
+    spec: PipelineSpec,
+    action: str,
+    from_version: str | None,
+    to_version: str,
+    run_id: str,
+    reason: str,
+    evidence: dict,
+) -> int:
+    """One audit record: a row in `<lake>/<pipeline>/audit/model_promotions` and tags plus a
+    description on the new champion version. Returns the audit table's Delta version."""
+    assert spec.model is not None
+    name = spec.model.name
+    at = dt.datetime.now(dt.UTC)
+    record = pl.DataFrame(
+        {
+            "at": [at],
+            "action": [action],
+            "model_name": [name],
+            "from_version": [int(from_version) if from_version else None],
+            "to_version": [int(to_version)],
+            "dagster_run_id": [run_id],
+            "reason": [reason],
+            "evidence": [json.dumps(evidence, sort_keys=True, default=str)],
+        },
+        schema={
+            "at": pl.Datetime("us", "UTC"),
+            "action": pl.String,
+            "model_name": pl.String,
+            "from_version": pl.Int64,
+            "to_version": pl.Int64,
+            "dagster_run_id": pl.String,
+            "reason": pl.String,
+            "evidence": pl.String,
+        },
+    )
+    audit_version = delta.append_rows(lake.table_uri(model_keys(spec).audit), record)
+    for key, value in {
+        "champion_since": at.isoformat(),
+        "champion_action": action,
+        "champion_previous_version": from_version or "none",
+        "champion_dagster_run_id": run_id,
+        "champion_reason": reason,
+    }.items():
+        client.set_model_version_tag(name, to_version, key, value)
+    client.update_model_version(
+        name,
+        to_version,
+        description=f"{action} to champion at {at:%Y-%m-%d %H:%M} UTC by Dagster run {run_id} "
+        f"(previous champion: {from_version or 'none'}). {reason}",
+    )
+    return audit_version
+
+
+def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    model = spec.model
+    assert model is not None
+    keys = model_keys(spec)
+
+    @dg.asset(
+        key=keys.champion,
+        deps=[keys.report],
+        group_name="models",
+        description=f"The `{CHAMPION}` alias of `{model.name}`: moved to the challenger when "
+        "every gate on the validation report passed, with an audit record in "
+        f"`{keys.audit.to_user_string()}`.",
+        kinds={"mlflow"},
+        owners=spec.owners,
+        tags={"layer": "models", "pipeline": spec.name},
+    )
+    def champion(
+        context: dg.AssetExecutionContext, lake: DeltaLake, mlflow_tracking: MlflowTracking
+    ) -> dg.MaterializeResult:
+        report = delta.scan(lake.table_uri(keys.report)).collect().row(0, named=True)
+        challenger = str(report["challenger_version"])
+        client = mlflow_tracking.client
+        tags = client.get_model_version(model.name, challenger).tags
+        # Re-checked here from the version's tags: materializing the champion alone, outside the
+        # run that ran the blocking checks, must not skip them.
+        verdicts = {gate: tags.get(f"{GATE_TAG_PREFIX}{gate}", "not run") for gate in GATES}
+        refused = {gate: verdict for gate, verdict in verdicts.items() if verdict != "passed"}
+        if refused:
+            raise dg.Failure(
+                f"version {challenger} of {model.name} cannot become champion: gates {refused}",
+                metadata={"challenger_version": int(challenger)},
+            )
+        current = version_for_alias(client, model.name, CHAMPION)
+        previous = current.version if current else None
+        if previous == challenger:
+            return dg.MaterializeResult(
+                metadata={"champion_version": int(challenger), "changed": False}
+            )
+        client.set_registered_model_alias(model.name, CHAMPION, challenger)
+        evidence = {
+            "gates": verdicts,
+            "metrics": {
+                k: v for k, v in report.items() if k.startswith(("challenger_", "champion_"))
+            },
+            "features_uri": tags.get("features_uri"),
+            "features_delta_version": tags.get("features_delta_version"),
+            "trained_by_dagster_run": tags.get("dagster_run_id"),
+        }
+        audit_version = write_audit(
+            lake=lake,
+            client=client,
+            spec=spec,
+            action="promote",
+            from_version=previous,
+            to_version=challenger,
+            run_id=context.run_id,
+            reason="passed all gates" if previous else "first model to pass the absolute gates",
+            evidence=evidence,
+        )
+        context.log.info(f"{model.name}: champion {previous or 'none'} -> {challenger}")
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": int(challenger),
+                "previous_champion_version": int(previous) if previous else 0,
+                "changed": True,
+                "audit_delta_version": audit_version,
+            }
+        )
+
+    return champion
+
+
+class RollbackConfig(dg.Config):
+    version: int = Field(description="The earlier model version to make champion again.")
+    reason: str = Field(description="Why: recorded in the audit trail.")
+
+
+def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
+    model = spec.model
+    assert model is not None
+
+    @dg.op(name=f"{spec.name}_{model.name}_rollback_op", tags={"kind": "mlflow"})
+    def rollback(
+        context: dg.OpExecutionContext,
+        config: RollbackConfig,
+        lake: DeltaLake,
+        mlflow_tracking: MlflowTracking,
+    ) -> None:
+        client = mlflow_tracking.client
+        target = str(config.version)
+        known = {v.version for v in client.search_model_versions(f"name = '{model.name}'")}
+        if target not in known:
+            raise dg.Failure(
+                f"{model.name} has no version {target}; versions: {sorted(known, key=int)}"
+            )
+        current = version_for_alias(client, model.name, CHAMPION)
+        if current and current.version == target:
+            raise dg.Failure(f"version {target} of {model.name} is already the champion")
+        client.set_registered_model_alias(model.name, CHAMPION, target)
+        write_audit(
+            lake=lake,
+            client=client,
+            spec=spec,
+            action="rollback",
+            from_version=current.version if current else None,
+            to_version=target,
+            run_id=context.run_id,
+            reason=config.reason,
+            evidence={"requested_version": target},
+        )
+        context.log.info(
+            f"{model.name}: champion rolled back {current.version if current else 'none'} -> "
+            f"{target} ({config.reason})"
+        )
+
+    @dg.job(
+        name=f"{spec.name}_{model.name}_rollback",
+        description=f"Move the champion alias of {model.name} back to an earlier version "
+        "(launchpad: version and reason). Audited like a promotion.",
+    )
+    def rollback_job() -> None:
+        rollback()
+
+    return rollback_job
