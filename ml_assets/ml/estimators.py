@@ -34,6 +34,7 @@ __all__ = [
     "MAX_CATEGORIES",
     "Task",
     "build_pipeline",
+    "canonical_order",
     "categorical_values",
     "labelled_rows",
     "model_columns",
@@ -331,6 +332,29 @@ def labelled_rows(frame: pl.DataFrame, target: str) -> pl.DataFrame:
     if target not in frame.columns:
         raise ValueError(f"target column {target!r} is not in the frame")
     return frame.filter(pl.col(target).is_not_null())
+
+
+def canonical_order(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`frame` in an order that depends only on the values of `columns`.
+
+    Anything positional downstream (HGB's early-stopping split, bootstraps, row samples, folds)
+    then depends on the rows, not on the order a table scan or a join returned them in. Rows are
+    ordered by a fixed-seed hash of their values: ~20x cheaper than sorting by every column
+    (0.2 s vs 3 s at 1M rows). Rows with equal hashes are identical in everything the model sees
+    (or, with odds ~n²/2^65, a hash collision), so their relative order cannot matter. Polars
+    does not promise the same hash across versions: the order is canonical per environment.
+    Reordering costs in proportion to the frame's width: select the needed columns first.
+    """
+    names = list(dict.fromkeys(columns))
+    if not names or frame.height < 2:
+        return frame
+    # Hash the text of categoricals: their physical codes depend on the string cache.
+    values = frame.select(
+        pl.col(c).cast(pl.String) if isinstance(frame.schema[c], pl.Categorical | pl.Enum) else c
+        for c in names
+    )
+    key = "__canonical_order"
+    return frame.with_columns(values.hash_rows(seed=0).alias(key)).sort(key).drop(key)
 
 
 def target_values(frame: pl.DataFrame, target: str, task: Task) -> np.ndarray:

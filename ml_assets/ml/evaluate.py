@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 
 from ml_assets.ml.estimators import (
     Task,
+    canonical_order,
     categorical_values,
     labelled_rows,
     model_columns,
@@ -314,6 +315,9 @@ def leakage_scan(
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"columns missing from the frame: {missing}")
+    # Sample and folds are positional: fix the order first so they depend on the rows only.
+    used = list(dict.fromkeys([target, *columns]))
+    frame = canonical_order(frame.select(used), used)
     frame = frame[_sample_index(frame.height, max_rows, seed)]
     y = target_values(frame, target, task)
     if task == "classification":
@@ -354,9 +358,10 @@ def feature_importance(
     deterministic sample of at most `max_rows` labelled rows. Columns: feature, importance,
     importance_std; most important first. Falls back to Brier score when the sample holds a
     single class (AUC undefined)."""
-    frame = labelled_rows(frame, target)
-    frame = frame[_sample_index(frame.height, max_rows, seed)]
     numeric, categorical = model_columns(model)
+    used = list(dict.fromkeys([*numeric, *categorical, target]))
+    frame = canonical_order(labelled_rows(frame, target).select(used), used)
+    frame = frame[_sample_index(frame.height, max_rows, seed)]
     x = to_pandas_features(frame, numeric, categorical)
     y = target_values(frame, target, task)
     if task == "classification":

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from ml_assets.ml.estimators import (
     Task,
     build_pipeline,
+    canonical_order,
     labelled_rows,
     target_values,
     to_pandas_features,
@@ -120,7 +121,7 @@ def time_split(
 @dataclass
 class FitResult:
     model: Pipeline
-    fit_seconds: float
+    fit_seconds: float  # Pipeline.fit only (preprocessing + estimator), not data preparation
     # Every constructor parameter of the final estimator (defaults included), JSON-friendly:
     # what to log as run params so a run can be reproduced without knowing sklearn defaults.
     params_resolved: dict[str, Any]
@@ -154,8 +155,9 @@ def fit(
 ) -> FitResult:
     """Fit `build_pipeline(...)` on the labelled rows of `train`.
 
-    Deterministic: the rows are used in the order given and every random_state is the seed, so
-    the same frame and config give identical predictions.
+    Deterministic: rows are put in a canonical order first (see `canonical_order`) and every
+    random_state is the seed, so the same rows -- in any order -- and the same config give
+    identical predictions.
     """
     model = build_pipeline(
         task=task,
@@ -165,7 +167,11 @@ def fit(
         categorical=categorical,
         seed=seed,
     )
-    train = labelled_rows(train, target)
+    used = list(dict.fromkeys([*numeric, *categorical, target]))
+    missing = [c for c in used if c not in train.columns]
+    if missing:
+        raise ValueError(f"columns missing from the training frame: {missing}")
+    train = canonical_order(labelled_rows(train, target).select(used), used)
     if train.is_empty():
         raise ValueError(f"no training rows with a {target!r} label")
     y = target_values(train, target, task)
