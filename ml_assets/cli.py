@@ -102,6 +102,67 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(argv[0], argv)
 
 
+def _mlflow_env(settings: Settings) -> dict[str, str]:
+    # MLflow's servers start `uvicorn`/`gunicorn` by name: they must be found in this venv.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    if settings.mlflow_registry_uri:
+        env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
+    return env
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> int:
+    """Replace this process with a server. A server started in the background from a script
+    inherits an ignored SIGINT and then cannot be stopped with Ctrl-C or `kill -INT`;
+    restore the default first."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)
+
+
+def _venv_tool(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve a registered model (default: its champion) as MLflow's REST scoring server."""
+    uri = f"models:/{args.model}@{args.alias}"
+    print(f"serving {uri} on http://{args.host}:{args.port}/invocations")
+    argv = [
+        _venv_tool("mlflow"),
+        "models",
+        "serve",
+        "--model-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--env-manager",
+        "local",
+        "--workers",
+        "1",
+    ]
+    return _exec(argv, _mlflow_env(settings))
+
+
+def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
+    """The MLflow UI over the deployment's tracking store (runs, datasets, registry)."""
+    argv = [
+        _venv_tool("mlflow"),
+        "ui",
+        "--backend-store-uri",
+        settings.mlflow_tracking_uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    if settings.mlflow_artifact_root:
+        argv += ["--default-artifact-root", settings.mlflow_artifact_root]
+    return _exec(argv, _mlflow_env(settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+
+    serve = sub.add_parser("serve", help="serve a registered model as a REST endpoint")
+    serve.add_argument("--model", default="fraud_detector", help="registered model name")
+    serve.add_argument("--alias", default="champion", help="alias to serve (default champion)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.set_defaults(func=cmd_serve)
+
+    ui = sub.add_parser("mlflow-ui", help="browse MLflow runs and the model registry")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_mlflow_ui)
     return parser
 
 

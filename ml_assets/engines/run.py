@@ -30,24 +30,27 @@ def run_feature_function(
     params: Mapping[str, Any],
     first_day: dt.date,
     last_day: dt.date,
+    *,
+    name: str | None = None,
 ) -> Any:
     """`function(**inputs, **params)` restricted to the days `first_day..last_day`.
 
     Returns a native lazy frame of the inputs' engine (a Polars LazyFrame for Polars inputs, a
-    Spark DataFrame for Spark inputs).
+    Spark DataFrame for Spark inputs). `name` (e.g. the spec's "module:function" reference)
+    names the function in errors.
     """
-    frames = {name: nw.from_native(frame) for name, frame in inputs.items()}
-    engines = {name: str(frame.implementation.name).lower() for name, frame in frames.items()}
+    frames = {key: nw.from_native(frame) for key, frame in inputs.items()}
+    engines = {key: str(frame.implementation.name).lower() for key, frame in frames.items()}
     if len(set(engines.values())) > 1:
         raise TypeError(f"feature inputs must all be on one engine, got {engines}")
     lazy = {
-        name: (frame.lazy() if isinstance(frame, nw.DataFrame) else frame).filter(
+        key: (frame.lazy() if isinstance(frame, nw.DataFrame) else frame).filter(
             nw.col(PARTITION_COLUMN) <= last_day
         )
-        for name, frame in frames.items()
+        for key, frame in frames.items()
     }
     result = function(**lazy, **params)
-    name = getattr(function, "__qualname__", repr(function))
+    name = name or getattr(function, "__qualname__", repr(function))
     if not isinstance(result, nw.LazyFrame | nw.DataFrame):
         raise dg.Failure(f"{name} must return a narwhals frame, got {type(result).__name__}")
     if PARTITION_COLUMN not in result.collect_schema().names():

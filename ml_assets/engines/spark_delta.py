@@ -156,7 +156,7 @@ def _check_bridge_can_read(table: DeltaTable, uri: str) -> None:
 def _has_deletion_vectors(table: DeltaTable) -> bool:
     if "deletionVectors" not in (table.protocol().reader_features or []):
         return False
-    return len(table.deletion_vectors()) > 0
+    return pl.DataFrame(table.deletion_vectors()).height > 0
 
 
 def _bridge_read(spark, uri, partitions, date_range, partition_column) -> DataFrame:
@@ -198,13 +198,20 @@ def _bridge_read(spark, uri, partitions, date_range, partition_column) -> DataFr
         *[
             _partition_value(actions, names, field.name, field.dataType)
             if field.name in partition_columns
-            else field.name
+            else _column(field.name)
             for field in schema.fields
         ]
     )
     if not pruned:
         frame = _row_filter(frame, partitions, date_range, partition_column)
     return frame
+
+
+def _column(name: str) -> Column:
+    """A top-level column by its exact name (dots and backticks are not paths)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _struct(fields: list) -> StructType:
@@ -218,9 +225,7 @@ def _partition_value(actions: pl.DataFrame, names: list[str], column: str, data_
     from pyspark.sql import functions as F
 
     values = actions.get_column(f"partition.{column}").to_list()
-    distinct = set(values)
-    if len(distinct) == 1:  # one partition, or an unpartitioned read of one value
-        return F.lit(values[0]).cast(data_type).alias(column)
+    # A map even for one value: the column stays nullable, as every column read from files.
     lookup = F.create_map(
         *[
             item

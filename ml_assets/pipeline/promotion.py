@@ -108,7 +108,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 metadata={"challenger_version": int(challenger)},
             )
         current = version_for_alias(client, model.name, CHAMPION)
-        previous = current.version if current else None
+        previous = str(current.version) if current else None
         if previous == challenger:
             return dg.MaterializeResult(
                 metadata={"champion_version": int(challenger), "changed": False}
@@ -130,7 +130,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             action="promote",
             from_version=previous,
             to_version=challenger,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             reason="passed all gates" if previous else "first model to pass the absolute gates",
             evidence=evidence,
         )
@@ -165,13 +165,13 @@ def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
     ) -> None:
         client = mlflow_tracking.client
         target = str(config.version)
-        known = {v.version for v in client.search_model_versions(f"name = '{model.name}'")}
+        known = {str(v.version) for v in client.search_model_versions(f"name = '{model.name}'")}
         if target not in known:
             raise dg.Failure(
                 f"{model.name} has no version {target}; versions: {sorted(known, key=int)}"
             )
         current = version_for_alias(client, model.name, CHAMPION)
-        if current and current.version == target:
+        if current and str(current.version) == target:
             raise dg.Failure(f"version {target} of {model.name} is already the champion")
         client.set_registered_model_alias(model.name, CHAMPION, target)
         write_audit(
@@ -179,9 +179,9 @@ def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
             client=client,
             spec=spec,
             action="rollback",
-            from_version=current.version if current else None,
+            from_version=str(current.version) if current else None,
             to_version=target,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             reason=config.reason,
             evidence={"requested_version": target},
         )

@@ -124,7 +124,9 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 as_of=as_of,
             )
         except ValueError as error:
-            raise dg.Failure(f"cannot train {model.name} on {uri}: {error}") from None
+            raise dg.Failure(
+                f"cannot train {model.name} on {uri}: {error}", allow_retries=False
+            ) from None
         numeric, categorical = split_columns(
             frame.schema, target=model.target, exclude=[*model.exclude, PARTITION_COLUMN]
         )
@@ -157,24 +159,30 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                     "config": json.dumps(config.model_dump(), sort_keys=True, default=str),
                 }
             )
-            if trials > 0:
-                ranked = search(
-                    train,
-                    holdout,
-                    space=model.search.space,
-                    kind=model.search.kind,
-                    trials=trials,
-                    metric="roc_auc" if model.task == "classification" else "rmse",
-                    base_params=params,
-                    threshold=model.threshold,
-                    **common,
-                )
-                for trial in ranked:
-                    with mlflow.start_run(run_name=f"trial-{trial.index}", nested=True):
-                        mlflow.log_params(trial.params)
-                        mlflow.log_metrics({k: v for k, v in trial.metrics.items()})
-                params = {**params, **ranked[0].params}
-            fitted = fit(train, params=params, **common)
+            try:
+                if trials > 0:
+                    ranked = search(
+                        train,
+                        holdout,
+                        space=model.search.space,
+                        kind=model.search.kind,
+                        trials=trials,
+                        metric="roc_auc" if model.task == "classification" else "rmse",
+                        base_params=params,
+                        threshold=model.threshold,
+                        **common,
+                    )
+                    for trial in ranked:
+                        with mlflow.start_run(run_name=f"trial-{trial.index}", nested=True):
+                            mlflow.log_params(trial.params)
+                            mlflow.log_metrics({k: v for k, v in trial.metrics.items()})
+                    params = {**params, **ranked[0].params}
+                fitted = fit(train, params=params, **common)
+            except ValueError as error:
+                # A bad parameter or estimator name: retrying would fail the same way.
+                raise dg.Failure(
+                    f"cannot train {model.name}: {error}", allow_retries=False
+                ) from None
             fitted_at = time.perf_counter()
             metrics = evaluate(
                 fitted.model,
@@ -218,7 +226,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 HOLDOUT_END_TAG: window.holdout_end.isoformat(),
                 FEATURES_URI_TAG: uri,
                 FEATURES_VERSION_TAG: str(table_version),
-                "dagster_run_id": context.run_id,
+                "dagster_run_id": context.run.run_id,
                 "code_version": ml_assets.__version__,
             }.items():
                 client.set_model_version_tag(model.name, version, key, value)

@@ -10,6 +10,7 @@ Between steps, nothing is left RUNNING. A failed step marks its nested run and t
 FAILED, and the parent stays FAILED.
 """
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,12 @@ from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 DAGSTER_RUN_TAG = "dagster_run_id"
+
+
+@functools.cache
+def _client(tracking_uri: str, registry_uri: str | None) -> MlflowClient:
+    # One per store: each new client opens a fresh SQLAlchemy engine (≈0.2 s on sqlite).
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -57,7 +64,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
     @property
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return _client(self.tracking_uri, self.registry_uri)
 
     def experiment_id(self, pipeline: str) -> str:
         name = f"{self.experiment_prefix}/{pipeline}"
@@ -105,13 +112,13 @@ class MlflowTracking(dg.ConfigurableResource):
         """A nested MLflow run for one asset step, under the Dagster run's parent run."""
         self.activate()
         experiment_id = self.experiment_id(pipeline)
-        parent_id = self._parent_run_id(experiment_id, context.run_id)
+        parent_id = self._parent_run_id(experiment_id, context.run.run_id)
         parent_failed = self.client.get_run(parent_id).info.status == "FAILED"
         # A run left open by a crashed process must not swallow ours.
         while mlflow.active_run() is not None:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         child_tags = {
-            DAGSTER_RUN_TAG: context.run_id,
+            DAGSTER_RUN_TAG: context.run.run_id,
             "dagster_asset_key": context.asset_key.to_user_string(),
             **{k: str(v) for k, v in (tags or {}).items()},
         }

@@ -894,7 +894,8 @@ class DatabricksStandIn:
         if run.running_time or run.life_cycle_state not in ("PENDING", "QUEUED"):
             cluster = self.clusters[run.cluster_id]
             out["cluster_instance"] = {
-                "cluster_id": run.cluster_id, "spark_context_id": cluster.spark_context_id
+                "cluster_id": run.cluster_id,
+                "spark_context_id": cluster.spark_context_id,
             }
         return out
 
@@ -1098,7 +1099,7 @@ class DatabricksStandIn:
 
         spec = self._prepare(run, cluster)
         if run.library_errors and self.library_check == "strict":
-            lines = "; ".join(f"pypi {{package: \"{s}\"}}: {why}" for s, why in run.library_errors)
+            lines = "; ".join(f'pypi {{package: "{s}"}}: {why}' for s, why in run.library_errors)
             message = (
                 "Library installation failed for library due to user error for "
                 f"{lines}. (The stand-in cannot install packages: the cluster's libraries are"

@@ -1,0 +1,108 @@
+"""Training, tracking and the registry: reproducible, fully tracked, never left RUNNING."""
+
+import dagster as dg
+import mlflow
+import polars as pl
+from mlflow.tracking import MlflowClient
+
+from ml_assets.tracking.registry import CHALLENGER, CHAMPION
+from ml_assets_tests.models.conftest import KEYS, LAST_DAY
+
+
+def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey):
+    events = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == key
+    ]
+    assert events, f"{key.to_user_string()} was not materialized"
+    return events[-1]
+
+
+def _client(deployment) -> MlflowClient:
+    return MlflowClient(tracking_uri=deployment.settings.mlflow_tracking_uri)
+
+
+def _all_runs(deployment):
+    mlflow.set_tracking_uri(deployment.settings.mlflow_tracking_uri)
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_first_model_trains_registers_and_becomes_champion(deployment):
+    result = deployment.train()
+    assert result.success
+    metadata = _materialization(result, KEYS.candidate).metadata
+    assert metadata["model_version"].value == 1
+    assert metadata["holdout_roc_auc"].value > 0.7
+    # The newest days are held out; the train window ends the day before.
+    assert metadata["holdout_window"].value.endswith(LAST_DAY.isoformat())
+    assert metadata["train_rows"].value > metadata["holdout_rows"].value > 0
+
+    client = _client(deployment)
+    assert int(client.get_model_version_by_alias("fraud_detector", CHALLENGER).version) == 1
+    assert int(client.get_model_version_by_alias("fraud_detector", CHAMPION).version) == 1
+    audit = pl.read_delta(f"{deployment.settings.lake_root}/fraud/audit/model_promotions")
+    assert audit.select("action", "from_version", "to_version").rows() == [("promote", None, 1)]
+
+
+def test_training_run_is_tracked_with_params_metrics_model_and_dataset_lineage(deployment):
+    result = deployment.train()
+    run_id = _materialization(result, KEYS.candidate).metadata["mlflow_run_id"].value
+    run = _client(deployment).get_run(run_id)
+
+    assert run.data.params["estimator"] == "hist_gradient_boosting"
+    assert run.data.params["model.learning_rate"] == "0.05"
+    assert run.data.params["window.holdout_end"] == LAST_DAY.isoformat()
+    assert run.data.metrics["holdout_roc_auc"] > 0.7
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["dagster_asset_key"] == KEYS.candidate.to_user_string()
+    assert run.data.tags["features_delta_version"] == "0"  # tagged: MLflow drops version 0
+    contexts = {inp.tags[0].value: inp.dataset for inp in run.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "validation"}
+    assert "transaction_features" in contexts["training"].source
+    # Nested under the Dagster run's parent MLflow run.
+    parent = _client(deployment).get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["dagster_run_id"] == result.run_id
+
+
+def test_same_data_and_config_give_the_same_metrics(deployment):
+    first = _materialization(deployment.train(), KEYS.candidate).metadata
+    second = _materialization(deployment.train(), KEYS.candidate).metadata
+    assert second["model_version"].value == first["model_version"].value + 1
+    for name in ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss"):
+        assert second[name].value == first[name].value, name
+
+
+def test_launchpad_config_overrides_the_spec(deployment):
+    result = deployment.train(params={"max_iter": 20}, seed=3)
+    run_id = _materialization(result, KEYS.candidate).metadata["mlflow_run_id"].value
+    params = _client(deployment).get_run(run_id).data.params
+    assert params["model.max_iter"] == "20"
+    assert params["seed"] == "3"
+
+
+def test_search_logs_each_trial_as_a_nested_run(deployment):
+    result = deployment.train(search_trials=3)
+    assert result.success
+    run_id = _materialization(result, KEYS.candidate).metadata["mlflow_run_id"].value
+    trials = [r for r in _all_runs(deployment) if r.data.tags.get("mlflow.parentRunId") == run_id]
+    assert len(trials) == 3
+    assert all("holdout_roc_auc" in t.data.metrics or "roc_auc" in t.data.metrics for t in trials)
+
+
+def test_no_mlflow_run_is_left_running_after_success_or_failure(deployment):
+    assert deployment.train().success
+    failed = deployment.train(params={"no_such_param": 1})
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert "no_such_param" in str(failure.step_failure_data.error)
+    # A config error is not retried: it would fail the same way.
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in failed.all_events)
+    runs = _all_runs(deployment)
+    statuses = {r.info.status for r in runs}
+    assert "RUNNING" not in statuses
+    assert "FAILED" in statuses  # the failed step's run, and its parent
+    parents = [r for r in runs if r.data.tags.get("ml_assets_role") == "dagster_run"]
+    assert {p.data.tags["dagster_run_id"]: p.info.status for p in parents}[failed.run_id] == (
+        "FAILED"
+    )
