@@ -1,12 +1,11 @@
 """Feature assets: daily-partitioned tables computed by a spec's narwhals functions."""
 
 import dagster as dg
-import narwhals as nw
 import polars as pl
 
+from ml_assets.engines.run import run_feature_function
 from ml_assets.pipeline.keys import daily_partitions, feature_key, partition_days, raw_key
 from ml_assets.pipeline.spec import FeatureInputSpec, PipelineSpec
-from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import column_schema
 
 
@@ -65,19 +64,11 @@ def build_feature_asset(spec: PipelineSpec, feature_name: str) -> dg.AssetsDefin
     )
     def feature_asset(context: dg.AssetExecutionContext, **inputs: pl.LazyFrame) -> pl.LazyFrame:
         days = partition_days(context)
-        first, last = days[0], days[-1]
-        # Nothing from after the last day being computed may reach the function (point in
-        # time), whatever the partition mapping loaded.
-        frames = {
-            name: nw.from_native(frame.filter(pl.col(PARTITION_COLUMN) <= last))
-            for name, frame in inputs.items()
-        }
-        result = nw.to_native(function(**frames, **feature.params))
-        if PARTITION_COLUMN not in result.collect_schema():
-            raise dg.Failure(
-                f"{feature.function} must return the {PARTITION_COLUMN!r} column of each row"
-            )
-        output = result.filter(pl.col(PARTITION_COLUMN).is_between(first, last))
+        # Nothing from after the last day being computed reaches the function (point in time),
+        # whatever the partition mapping loaded; only rows of the days being computed leave it.
+        output = run_feature_function(
+            function, inputs, feature.params, days[0], days[-1], name=feature.function
+        )
         schema = output.collect_schema()
         context.add_output_metadata(
             {

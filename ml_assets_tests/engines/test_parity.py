@@ -3,10 +3,6 @@
 Both engines read the same raw Delta tables (Spark through the Delta bridge), compute the same
 partitions with `run_feature_function`, and the Spark result, brought back through Arrow, must
 equal the Polars one: same columns, same dtypes, floats exactly equal.
-
-`features.py` as committed differs on Spark in three expressions (see
-`patched_fraud_features.py` beside this file, which is `features.py` with the fix): the patched
-copy must be exact; the committed function may differ only in those known ways.
 """
 
 from __future__ import annotations
@@ -24,11 +20,10 @@ from ml_assets.engines import spark_delta
 from ml_assets.engines.run import run_feature_function
 from ml_assets.ingest.ingest import ingest_day
 from ml_assets.pipeline.spec import load_spec
-from ml_assets.pipelines.fraud import features as committed
+from ml_assets.pipelines.fraud.features import transaction_features
 from ml_assets.settings import DEMO_PIPELINE_SPEC
 from ml_assets.storage import delta
 from ml_assets_tests.conftest import DEMO_START
-from ml_assets_tests.engines import patched_fraud_features as patched
 
 pytestmark = pytest.mark.spark
 
@@ -37,14 +32,6 @@ FEATURE = SPEC.features["transaction_features"]
 DAYS = [DEMO_START + dt.timedelta(days=i) for i in range(10)]
 # Four partitions whose 7-day lookback reaches back to the first day of data.
 FIRST, LAST = DAYS[6], DAYS[9]
-
-# What the committed function does differently on Spark, until features.py gets the patch:
-# dtypes {column: (polars, spark)}, and float columns that differ in the last bits.
-KNOWN_DTYPE_DIFFERENCES = {
-    "hour": (pl.Int8, pl.Int32),
-    "cust_txn_count_prev_days": (pl.UInt32, pl.Int64),
-}
-KNOWN_FLOAT_DIFFERENCES = {"mean_amount_prev", "amount_to_prev_mean"}
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +75,14 @@ def spark_features(spark, raw_lake: Path, function):
 
 
 @pytest.fixture(scope="module")
-def patched_results(spark, raw_lake):
-    on_spark = spark_features(spark, raw_lake, patched.transaction_features).cache()
-    yield polars_features(raw_lake, patched.transaction_features), on_spark
+def results(spark, raw_lake):
+    on_spark = spark_features(spark, raw_lake, transaction_features).cache()
+    yield polars_features(raw_lake, transaction_features), on_spark
     on_spark.unpersist()
 
 
-def test_patched_demo_features_are_identical_on_polars_and_spark(patched_results):
-    on_polars, on_spark = patched_results
+def test_demo_features_are_identical_on_polars_and_spark(results):
+    on_polars, on_spark = results
     assert on_polars.height > 500
     assert on_polars["event_date"].unique().sort().to_list() == DAYS[6:]
     assert_frame_equal(
@@ -103,8 +90,8 @@ def test_patched_demo_features_are_identical_on_polars_and_spark(patched_results
     )
 
 
-def test_both_engines_write_the_same_feature_table(patched_results, tmp_path):
-    on_polars, on_spark = patched_results
+def test_both_engines_write_the_same_feature_table(results, tmp_path):
+    on_polars, on_spark = results
     uri = str(tmp_path / "transaction_features")
     # Polars writes the first two days, Spark the last two, into one table.
     polars_days, spark_days = DAYS[6:8], DAYS[8:10]
@@ -124,26 +111,3 @@ def test_both_engines_write_the_same_feature_table(patched_results, tmp_path):
         "byte",
         "integer",
     )
-
-
-def test_committed_demo_features_differ_on_spark_only_in_known_ways(spark, raw_lake):
-    on_polars = polars_features(raw_lake, committed.transaction_features)
-    on_spark = spark_delta.to_polars(
-        spark_features(spark, raw_lake, committed.transaction_features)
-    ).sort("event_id")
-    assert on_spark.columns == on_polars.columns
-    dtype_differences = {
-        name: (on_polars[name].dtype, on_spark[name].dtype)
-        for name in on_polars.columns
-        if on_polars[name].dtype != on_spark[name].dtype
-    }
-    # Empty once features.py has the patch: then drop these KNOWN_* sets and the copy.
-    assert dtype_differences.items() <= KNOWN_DTYPE_DIFFERENCES.items()
-    on_spark = on_spark.cast(dict(on_polars.schema))
-    for name in on_polars.columns:
-        if name in KNOWN_FLOAT_DIFFERENCES:
-            assert_frame_equal(
-                on_spark.select(name), on_polars.select(name), rel_tol=1e-12, abs_tol=0
-            )
-        else:
-            assert_frame_equal(on_spark.select(name), on_polars.select(name), check_exact=True)

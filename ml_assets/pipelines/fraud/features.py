@@ -13,6 +13,9 @@ read from the table) equal to the same partition computed inside a long backfill
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import narwhals as nw
 
 _ORDER = ["event_ts", "event_id"]
@@ -45,7 +48,9 @@ def _previous_payments(history_days: int, recent_events: int) -> list[nw.Expr]:
         in_window.append(nw.when(valid).then(1).otherwise(0))
         in_last_hour.append(nw.when(valid & (prev_ts >= hour_ago)).then(1).otherwise(0))
     n_prev = nw.sum_horizontal(*in_window)
-    total_prev = nw.sum_horizontal(*[a.fill_null(0.0) for a in amounts])
+    # Added left to right on every engine: nw.sum_horizontal adds floats in another order on
+    # Polars than on Spark, which changes the last bit of the mean.
+    total_prev = reduce(operator.add, [a.fill_null(0.0) for a in amounts])
     mean_prev = nw.when(n_prev > 0).then(total_prev / n_prev)
     return [
         amounts[0].alias("prev_amount"),
@@ -71,7 +76,8 @@ def _daily_activity(payments: nw.LazyFrame, history_days: int) -> nw.LazyFrame:
         ]
     )
     return shifted.group_by("customer_id", "day").agg(
-        nw.col("n").sum().alias("cust_txn_count_prev_days"),
+        # Int32 on every engine (a count is UInt32 on Polars, its sum Int64 on Spark).
+        nw.col("n").sum().cast(nw.Int32).alias("cust_txn_count_prev_days"),
         # Rounded to cents: the sum's float order differs between runs and engines.
         nw.col("spend").sum().round(2).alias("cust_amount_sum_prev_days"),
     )
@@ -97,7 +103,8 @@ def transaction_features(
     with_history = payments.with_columns(
         *_previous_payments(history_days, recent_events),
         nw.col("event_ts").dt.truncate("1d").alias("day"),
-        nw.col("event_ts").dt.hour().alias("hour"),
+        # Int8 on every engine (Spark's hour() is an Int32).
+        nw.col("event_ts").dt.hour().cast(nw.Int8).alias("hour"),
     )
     features = (
         with_history.join(_customer_as_of_payment(payments, customers), on="event_id", how="left")

@@ -1,0 +1,140 @@
+"""Batch predictions with the champion, and the REST endpoint that serves it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+import pytest
+
+from ml_assets_tests.live.dagster_dev import free_port
+from ml_assets_tests.models.conftest import KEYS, LAST_DAY
+
+FEATURES = "fraud/features/transaction_features"
+PREDICTIONS = "fraud/predictions/fraud_detector"
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    return str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+
+
+def test_without_a_champion_scoring_fails_with_a_clear_message_and_writes_nothing(deployment):
+    result = deployment.score(LAST_DAY)
+    assert not result.success
+    assert "no champion for fraud_detector yet" in _failure(result)
+    assert not (Path(deployment.settings.lake_root) / PREDICTIONS).exists()
+
+
+def test_predictions_are_the_champion_scores_with_version_and_time(deployment):
+    assert deployment.train().success
+    assert deployment.score(LAST_DAY).success
+
+    lake = deployment.settings.lake_root
+    predictions = pl.read_delta(f"{lake}/{PREDICTIONS}")
+    features = pl.read_delta(f"{lake}/{FEATURES}").filter(pl.col("event_date") == LAST_DAY)
+    assert predictions.height == features.height
+    assert predictions["model_version"].unique().to_list() == [1]
+    assert predictions["model_name"].unique().to_list() == ["fraud_detector"]
+    assert predictions["scored_at"].null_count() == 0
+
+    # The same rows scored by loading the champion from the registry directly.
+    mlflow.set_tracking_uri(deployment.settings.mlflow_tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/fraud_detector@champion")
+    inputs = features.select(model.metadata.get_input_schema().input_names()).to_pandas()
+    expected = features.select("event_id").with_columns(pl.Series("score", model.predict(inputs)))
+    joined = predictions.join(expected, on="event_id", suffix="_direct")
+    assert joined.height == features.height
+    assert (joined["score"] - joined["score_direct"]).abs().max() < 1e-12
+    assert set(predictions["predicted_label"].unique().to_list()) <= {0, 1}
+
+
+def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(deployment):
+    """The automation condition: a new feature partition is scored once a champion exists."""
+    node = deployment.defs.resolve_asset_graph().get(KEYS.predictions)
+    assert node.automation_condition is not None
+    instance = dg.DagsterInstance.ephemeral()
+    defs = deployment.defs
+    features = dg.AssetKey(["fraud", "features", "transaction_features"])
+
+    def requested(cursor=None):
+        result = dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
+            cursor=cursor,
+        )
+        return result.get_requested_partitions(KEYS.predictions), result.cursor
+
+    # New feature partitions but no champion materialized yet: nothing to score.
+    for day in ("2026-01-29", "2026-01-30"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(features, partition=day))
+    partitions, cursor = requested()
+    assert partitions == set()
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
+    instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-01-30"))
+    partitions, cursor = requested(cursor)
+    assert partitions == {"2026-01-30"}
+    # Handled: the next tick asks for nothing more.
+    partitions, _ = requested(cursor)
+    assert partitions == set()
+
+
+@pytest.mark.slow
+def test_the_served_champion_answers_like_batch_predictions(deployment, tmp_path):
+    assert deployment.train().success
+    assert deployment.score(LAST_DAY).success
+    lake = deployment.settings.lake_root
+    rows = pl.read_delta(f"{lake}/{FEATURES}").filter(pl.col("event_date") == LAST_DAY).head(25)
+    batch = pl.read_delta(f"{lake}/{PREDICTIONS}").join(rows.select("event_id"), on="event_id")
+
+    mlflow.set_tracking_uri(deployment.settings.mlflow_tracking_uri)
+    columns = (
+        mlflow.pyfunc.load_model("models:/fraud_detector@champion")
+        .metadata.get_input_schema()
+        .input_names()
+    )
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ml-assets"), "serve", "--port", str(port)],
+        env={**os.environ, "ML_ASSETS_HOME": str(deployment.settings.home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        body = json.dumps(
+            {"dataframe_split": {"columns": columns, "data": rows.select(columns).rows()}}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.loads(response.read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError((tmp_path / "serve.log").read_text()[-2000:]) from None
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    served = rows.select("event_id").with_columns(pl.Series("served", answer["predictions"]))
+    compared = batch.join(served, on="event_id")
+    assert compared.height == 25
+    assert (compared["score"] - compared["served"]).abs().max() < 1e-9
