@@ -173,7 +173,11 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                         **common,
                     )
                     for trial in ranked:
-                        with mlflow.start_run(run_name=f"trial-{trial.index}", nested=True):
+                        with mlflow.start_run(
+                            run_name=f"trial-{trial.index}",
+                            nested=True,
+                            experiment_id=run.info.experiment_id,
+                        ):
                             mlflow.log_params(trial.params)
                             mlflow.log_metrics({k: v for k, v in trial.metrics.items()})
                     params = {**params, **ranked[0].params}

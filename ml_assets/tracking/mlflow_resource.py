@@ -127,9 +127,13 @@ class MlflowTracking(dg.ConfigurableResource):
             child_tags["dagster_partition_range"] = f"{window.start}..{window.end}"
         ok = False
         try:
+            # experiment_id on both: a nested run started without it lands in the Default
+            # experiment, whose artifacts go to ./mlruns of whatever the working directory is.
             with (
-                mlflow.start_run(run_id=parent_id),
-                mlflow.start_run(run_name=run_name, nested=True, tags=child_tags) as child,
+                mlflow.start_run(run_id=parent_id, experiment_id=experiment_id),
+                mlflow.start_run(
+                    run_name=run_name, nested=True, tags=child_tags, experiment_id=experiment_id
+                ) as child,
             ):
                 yield child
             ok = True

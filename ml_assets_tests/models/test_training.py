@@ -106,3 +106,16 @@ def test_no_mlflow_run_is_left_running_after_success_or_failure(deployment):
     assert {p.data.tags["dagster_run_id"]: p.info.status for p in parents}[failed.run_id] == (
         "FAILED"
     )
+
+
+def test_every_run_and_artifact_stays_in_the_deployment(deployment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a stray default experiment would drop ./mlruns
+    assert deployment.train(search_trials=2).success
+    runs = _all_runs(deployment)
+    experiments = {r.info.experiment_id for r in runs}
+    assert len(experiments) == 1
+    [experiment] = experiments
+    assert _client(deployment).get_experiment(experiment).name == "ml_assets/fraud"
+    artifacts = deployment.settings.home / "mlflow" / "artifacts"
+    assert all(r.info.artifact_uri.startswith(artifacts.as_uri()) for r in runs)
+    assert not (tmp_path / "mlruns").exists()
