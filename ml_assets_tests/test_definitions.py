@@ -16,16 +16,37 @@ def test_definitions_load_and_validate():
     } <= keys
 
 
-def test_every_asset_has_group_kinds_description_owners_and_partitions():
+DAILY_GROUPS = {"raw", "features", "predictions"}
+
+
+def test_every_asset_has_group_kinds_description_owners_and_the_right_partitions():
     graph = defs().resolve_asset_graph()
+    groups = set()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         label = key.to_user_string()
-        assert node.group_name in {"raw", "features"}, label
+        groups.add(node.group_name)
         assert node.kinds, label
         assert node.description, label
         assert node.owners, label
-        assert node.partitions_def is not None, label
+        # Data is daily-partitioned by event date; a model is one thing at a time.
+        assert (node.partitions_def is not None) == (node.group_name in DAILY_GROUPS), label
+    assert {"raw", "features", "models", "reports", "predictions"} <= groups
+
+
+def test_the_graph_runs_from_landing_to_predictions():
+    graph = defs().resolve_asset_graph()
+    chain = [
+        ["fraud", "raw", "transactions"],
+        ["fraud", "features", "transaction_features"],
+        ["fraud", "models", "fraud_detector_candidate"],
+        ["fraud", "reports", "fraud_detector_validation"],
+        ["fraud", "models", "fraud_detector_champion"],
+        ["fraud", "predictions", "fraud_detector"],
+    ]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        parents = graph.get(dg.AssetKey(downstream)).parent_keys
+        assert dg.AssetKey(upstream) in parents, (upstream, downstream)
 
 
 def test_raw_assets_declare_their_column_schema():
