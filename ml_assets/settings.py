@@ -17,6 +17,10 @@ DEPLOYMENTS: tuple[Deployment, ...] = ("local", "dev", "prod")
 
 # The bundled demo pipeline, declared through the same public mechanism as a user's pipeline.
 DEMO_PIPELINE_SPEC = Path(__file__).parent / "pipelines" / "fraud" / "pipeline.yaml"
+# Compute profiles, prices, engine-routing thresholds and launcher settings (see
+# docs/databricks.md); ML_ASSETS_COMPUTE_CONFIG points at a replacement.
+DEFAULT_COMPUTE_CONFIG = Path(__file__).parent / "databricks" / "compute.yaml"
+ENGINES = ("auto", "polars", "spark")
 
 
 class SettingsError(ValueError):
@@ -39,6 +43,34 @@ class Settings:
     mlflow_registry_uri: str | None
     mlflow_artifact_root: str | None
     mlflow_ui_url: str | None
+    # --- Spark, Databricks, engine routing, costs (all optional; local needs none of them) ---
+    # The workspace URL (DATABRICKS_HOST); dev/prod need it.
+    databricks_host: str | None = None
+    # The *name* of the variable that holds the token: its value is never read here, never
+    # logged and never put into run config (the launcher resolves {"env": name} itself).
+    databricks_token_env: str = "DATABRICKS_TOKEN"
+    # Databricks secret (scope, key) that gives the cluster the same token variable.
+    databricks_token_secret: tuple[str, str] = ("ml_assets", "databricks-token")
+    compute_config: Path = DEFAULT_COMPUTE_CONFIG
+    # Default engine of raw/feature assets: auto | polars | spark.
+    engine: str = "auto"
+    # Spark master for local Spark (e.g. "local[2]"); None: no Spark locally, so "auto" never
+    # picks it. dev/prod run on the cluster's own session.
+    spark_master: str | None = None
+    # Local cost: price per CPU hour (0 by default: a laptop is free).
+    local_cpu_price_per_hour: float = 0.0
+    # Where the code shipped to Databricks is staged (a clean copy of ml_assets/).
+    code_staging_dir: Path | None = None
+    # ML_ASSETS_* settings (plus DATABRICKS_HOST) forwarded to the cluster, whose resources are
+    # rebuilt from its own environment.
+    remote_env: tuple[tuple[str, str], ...] = ()
+    # Webhook for notifications (Slack-compatible); None: nothing is sent. A secret: never
+    # logged, never forwarded to the cluster.
+    webhook_url: str | None = None
+
+    @property
+    def uses_databricks(self) -> bool:
+        return self.deployment != "local"
 
     @property
     def dagster_home(self) -> Path:
@@ -107,6 +139,41 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         artifact_root = env.get("ML_ASSETS_MLFLOW_ARTIFACT_ROOT")
         ui_url = env.get("ML_ASSETS_MLFLOW_UI_URL")
 
+    databricks_host = (env.get("DATABRICKS_HOST") or "").strip() or None
+    engine = (env.get("ML_ASSETS_ENGINE") or "auto").strip()
+    if engine not in ENGINES:
+        raise SettingsError(f"ML_ASSETS_ENGINE={engine!r} is not one of {', '.join(ENGINES)}")
+    secret = (env.get("ML_ASSETS_DATABRICKS_TOKEN_SECRET") or "ml_assets/databricks-token").strip()
+    scope, _, key = secret.partition("/")
+    if not scope or not key:
+        raise SettingsError(
+            f"ML_ASSETS_DATABRICKS_TOKEN_SECRET={secret!r} must look like <scope>/<key>"
+        )
+    compute_config = Path(env.get("ML_ASSETS_COMPUTE_CONFIG") or DEFAULT_COMPUTE_CONFIG)
+    if not compute_config.is_file():
+        raise SettingsError(f"ML_ASSETS_COMPUTE_CONFIG: {str(compute_config)!r} is not a file")
+    try:
+        cpu_price = float(env.get("ML_ASSETS_LOCAL_CPU_PRICE_PER_HOUR") or 0)
+    except ValueError:
+        raise SettingsError(
+            "ML_ASSETS_LOCAL_CPU_PRICE_PER_HOUR must be a number, got "
+            f"{env.get('ML_ASSETS_LOCAL_CPU_PRICE_PER_HOUR')!r}"
+        ) from None
+    staging = env.get("ML_ASSETS_DATABRICKS_CODE_DIR")
+    token_env = (env.get("ML_ASSETS_DATABRICKS_TOKEN_ENV") or "DATABRICKS_TOKEN").strip()
+    # Never forward a credential-looking variable, whatever its prefix.
+    remote_env = tuple(
+        sorted(
+            (k, v)
+            for k, v in env.items()
+            if (
+                (k.startswith("ML_ASSETS_") or k == "DATABRICKS_HOST")
+                and not any(word in k for word in ("TOKEN", "SECRET", "PASSWORD", "WEBHOOK"))
+            )
+            or k == "ML_ASSETS_DATABRICKS_TOKEN_SECRET"
+        )
+    )
+
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
@@ -117,4 +184,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_registry_uri=env.get("ML_ASSETS_MLFLOW_REGISTRY_URI") or None,
         mlflow_artifact_root=artifact_root,
         mlflow_ui_url=ui_url or None,
+        databricks_host=databricks_host,
+        databricks_token_env=token_env,
+        databricks_token_secret=(scope, key),
+        compute_config=compute_config,
+        engine=engine,
+        spark_master=(env.get("ML_ASSETS_SPARK_MASTER") or "").strip() or None,
+        local_cpu_price_per_hour=cpu_price,
+        code_staging_dir=Path(staging).expanduser() if staging else None,
+        remote_env=remote_env,
+        webhook_url=(env.get("ML_ASSETS_WEBHOOK_URL") or "").strip() or None,
     )

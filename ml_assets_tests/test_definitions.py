@@ -1,5 +1,7 @@
 """The code location loads and every asset carries what the UI needs."""
 
+import itertools
+
 import dagster as dg
 
 from ml_assets.definitions import defs
@@ -16,7 +18,7 @@ def test_definitions_load_and_validate():
     } <= keys
 
 
-DAILY_GROUPS = {"raw", "features", "predictions"}
+DAILY_GROUPS = {"raw", "features", "predictions", "monitoring"}
 
 
 def test_every_asset_has_group_kinds_description_owners_and_the_right_partitions():
@@ -44,7 +46,7 @@ def test_the_graph_runs_from_landing_to_predictions():
         ["fraud", "models", "fraud_detector_champion"],
         ["fraud", "predictions", "fraud_detector"],
     ]
-    for upstream, downstream in zip(chain, chain[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(chain):
         parents = graph.get(dg.AssetKey(downstream)).parent_keys
         assert dg.AssetKey(upstream) in parents, (upstream, downstream)
 

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_assets.maintenance.schedules import build_pipeline_schedules
+from ml_assets.pipeline.automation import TRAINING_TAG, build_retrain_sensor
 from ml_assets.pipeline.features import build_feature_asset
 from ml_assets.pipeline.inference import build_predictions_asset
 from ml_assets.pipeline.keys import model_keys, pipeline_tags
+from ml_assets.pipeline.monitoring import build_monitoring_definitions
 from ml_assets.pipeline.promotion import build_champion_asset, build_rollback_job
+from ml_assets.pipeline.quality import build_quality_checks
 from ml_assets.pipeline.raw import build_raw_asset
 from ml_assets.pipeline.sensors import build_landing_sensor
 from ml_assets.pipeline.spec import PipelineSpec
@@ -28,12 +32,15 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     )
     ingest = dg.Definitions(
         assets=[*raw_assets, *feature_assets],
+        asset_checks=build_quality_checks(spec),
         sensors=[build_landing_sensor(spec, landing_root)],
         jobs=[ingest_job],
     )
     if spec.model is None:
         return ingest
-    return dg.Definitions.merge(ingest, build_model_definitions(spec))
+    return dg.Definitions.merge(
+        ingest, build_model_definitions(spec), build_monitoring_definitions(spec)
+    )
 
 
 def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -45,7 +52,7 @@ def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
         description=f"Train a {spec.model.name} candidate, validate it against the champion and "
         "promote it if every gate passes.",
         selection=dg.AssetSelection.assets(keys.candidate, keys.report, keys.champion),
-        tags=pipeline_tags(spec),
+        tags={**pipeline_tags(spec), TRAINING_TAG: spec.model.name},
     )
     score_job = dg.define_asset_job(
         name=f"{spec.name}_score",
@@ -62,4 +69,6 @@ def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
         ],
         asset_checks=build_gate_checks(spec),
         jobs=[train_job, score_job, build_rollback_job(spec)],
+        schedules=build_pipeline_schedules(spec, score_job=score_job, train_job=train_job),
+        sensors=[build_retrain_sensor(spec, train_job.name)],
     )

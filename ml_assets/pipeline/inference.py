@@ -9,27 +9,12 @@ import dagster as dg
 import mlflow
 import polars as pl
 
+from ml_assets.pipeline.automation import scoring_condition
 from ml_assets.pipeline.keys import daily_partitions, feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets.tracking.registry import CHAMPION, version_for_alias
-
-
-def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
-    """Score a feature partition when it is new or updated, once a champion exists.
-
-    Unlike `eager()` this reaches every partition, not only the latest day, because the landing
-    sensor also delivers late and backfilled days. A new champion does not rescore history: the
-    inference log keeps what was scored with which version.
-    """
-    champion_only = dg.AssetSelection.assets(champion)
-    return (
-        dg.AutomationCondition.any_deps_updated().ignore(champion_only).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label("score new feature partitions once a champion exists")
 
 
 def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:

@@ -9,6 +9,7 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
+from ml_assets.pipeline.automation import follow_condition
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.pipeline.validation import GATES
@@ -90,6 +91,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"mlflow"},
         owners=spec.owners,
         tags={"layer": "models", "pipeline": spec.name},
+        automation_condition=follow_condition(),
     )
     def champion(
         context: dg.AssetExecutionContext, lake: DeltaLake, mlflow_tracking: MlflowTracking

@@ -6,6 +6,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from ml_assets.databricks.config import asset_compute
+from ml_assets.databricks.costs import CostModel
 from ml_assets.ingest.ingest import (
     QUARANTINE_SCHEMA,
     UNUSABLE_FILE,
@@ -15,6 +17,7 @@ from ml_assets.ingest.ingest import (
     output_schema,
 )
 from ml_assets.pipeline.keys import daily_partitions, partition_days, quarantine_key, raw_key
+from ml_assets.pipeline.quality import enforce_before_write
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage import delta
 from ml_assets.storage.io_manager import DeltaLake, column_schema
@@ -43,6 +46,7 @@ def build_raw_asset(
         }
     )
     schema = column_schema(output_schema(source), descriptions)
+    compute = asset_compute(raw_key(spec, source_name), "raw")
 
     @dg.asset(
         key=raw_key(spec, source_name),
@@ -61,9 +65,15 @@ def build_raw_asset(
             "dagster/column_schema": schema,
             "landing_folder": str(folder),
             "primary_key": ", ".join(source.primary_key),
+            "compute_profile": compute.profile,
         },
+        # Attaches the Databricks step launcher in dev/prod; a none-resource locally.
+        required_resource_keys={compute.launcher_key, "lake", "costs"},
     )
-    def raw_asset(context: dg.AssetExecutionContext, lake: DeltaLake) -> pl.DataFrame:
+    def raw_asset(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        lake: DeltaLake = context.resources.lake
+        costs: CostModel = context.resources.costs
+        costs.start(context, compute.profile)
         days = partition_days(context)
         ingested_at = dt.datetime.now(dt.UTC)
         results: list[IngestResult] = []
@@ -99,6 +109,8 @@ def build_raw_asset(
 
         quarantine_uri = _store_quarantine(lake, q_key, [r.quarantine for r in results], days)
         rows = pl.concat([r.rows for r in results], how="vertical_relaxed")
+        # Rules flagged `before_write` (quality gates): bad data never reaches the lake.
+        enforce_before_write(spec, source_name, rows, days, lake.table_uri(context.asset_key))
         quarantined = sum(r.quarantine.height for r in results)
         reasons: dict[str, int] = {}
         for result in results:
@@ -112,6 +124,9 @@ def build_raw_asset(
                 "quarantine_rate": quarantined / max(1, quarantined + rows.height),
                 "quarantine_uri": quarantine_uri,
                 "quarantine_reasons": dg.MetadataValue.json(reasons),
+                # Landing files are parsed and schema-checked by the Polars ingestion code.
+                "engine": "polars",
+                "engine_reason": "ingestion (ml_assets.ingest) runs on Polars",
                 **({"ignored_columns": dg.MetadataValue.json(ignored)} if ignored else {}),
             }
         )

@@ -51,6 +51,80 @@ class ColumnSpec(_Model):
         return POLARS_TYPES[self.type]
 
 
+Severity = Literal["error", "warn"]
+
+
+class RuleSpec(_Model):
+    """One data quality rule: on or off, how bad a failure is, and when it is enforced.
+
+    `error` makes a blocking check (downstream assets of the same run do not run); `warn` only
+    signals. `before_write` also enforces the rule inside a raw asset, before anything is written
+    (raw tables only; ERROR failures then fail the partition and the lake is not touched).
+    """
+
+    enabled: bool = True
+    severity: Severity = "error"
+    before_write: bool = False
+
+
+class NullRateRuleSpec(RuleSpec):
+    # Default ceiling for nullable columns; required columns (and primary keys) allow none.
+    max_rate: float = Field(default=0.2, ge=0, le=1)
+
+
+class RowCountRuleSpec(RuleSpec):
+    """The day's row count must lie within [min_ratio, max_ratio] x the median of the previous
+    `lookback_days` materialized partitions (read from the Delta log, no data files)."""
+
+    severity: Severity = "warn"
+    lookback_days: int = Field(default=7, ge=1)
+    min_ratio: float = Field(default=0.5, ge=0)
+    max_ratio: float = Field(default=2.0, gt=0)
+    # Fewer materialized days than this before the day: the rule passes ("not enough history").
+    min_history: int = Field(default=3, ge=1)
+
+
+class FreshnessRuleSpec(RuleSpec):
+    """The newest event of a day lies within `max_hours` of the end of the day (UTC)."""
+
+    severity: Severity = "warn"
+    max_hours: float = Field(default=6.0, gt=0)
+
+
+class ColumnQualitySpec(_Model):
+    """Per-column expectations; unset means "not checked" (null rate: the rule's default)."""
+
+    max_null_rate: float | None = Field(default=None, ge=0, le=1)
+    min: float | None = None
+    max: float | None = None
+    # Allowed values (categories); nulls are judged by the null-rate rule, not here.
+    allowed: list[Any] | None = None
+
+
+class QualitySpec(_Model):
+    """Data quality gates of one raw or feature table (each rule becomes a partitioned check)."""
+
+    schema_conformance: RuleSpec = RuleSpec()
+    not_empty: RuleSpec = RuleSpec()
+    primary_key_unique: RuleSpec = RuleSpec()
+    null_rate: NullRateRuleSpec = NullRateRuleSpec()
+    values: RuleSpec = RuleSpec()
+    row_count: RowCountRuleSpec = RowCountRuleSpec()
+    freshness: FreshnessRuleSpec = FreshnessRuleSpec()
+    # Event time of a feature table (sources use their `event_time`); freshness needs one.
+    event_time: str | None = None
+    columns: dict[str, ColumnQualitySpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _band(self) -> QualitySpec:
+        if self.row_count.min_ratio > self.row_count.max_ratio:
+            raise ValueError("row_count.min_ratio must not exceed row_count.max_ratio")
+        for name, column in self.columns.items():
+            if column.min is not None and column.max is not None and column.min > column.max:
+                raise ValueError(f"columns.{name}: min must not exceed max")
+        return self
+
+
 class SourceSpec(_Model):
     """One kind of landing file, ingested into one daily-partitioned raw table."""
 
@@ -65,6 +139,8 @@ class SourceSpec(_Model):
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     # Files younger than this may still be being written; the sensor waits for them.
     min_file_age_seconds: float = Field(default=5.0, ge=0)
+    # Data quality gates (see docs/quality_and_monitoring.md); defaults apply when absent.
+    quality: QualitySpec = QualitySpec()
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -81,6 +157,9 @@ class SourceSpec(_Model):
                 raise ValueError(f"column {column!r} is used as a key but not declared in columns")
         if self.columns[self.event_time].type not in ("date", "datetime"):
             raise ValueError(f"event_time column {self.event_time!r} must be a date or datetime")
+        unknown = sorted(set(self.quality.columns) - set(self.columns))
+        if unknown:
+            raise ValueError(f"quality.columns names undeclared column(s) {unknown}")
         return self
 
     @property
@@ -108,6 +187,8 @@ class FeatureSpec(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     primary_key: list[str] = Field(default_factory=list)
     column_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Data quality gates (see docs/quality_and_monitoring.md); defaults apply when absent.
+    quality: QualitySpec = QualitySpec()
 
     @field_validator("function")
     @classmethod
@@ -146,6 +227,38 @@ class GateSpec(_Model):
     leakage_threshold: float = Field(default=0.98, gt=0.5, le=1.0)
 
 
+class MonitoringSpec(_Model):
+    """Daily drift monitoring of a model's inputs against its champion's training window."""
+
+    enabled: bool = True
+    # A feature drifts when its PSI reaches this (rule of thumb: below 0.1 stable, above 0.25
+    # a significant shift).
+    psi_threshold: float = Field(default=0.2, gt=0)
+    # The drift check fails when at least this many features drift.
+    min_drifted_features: int = Field(default=1, ge=1)
+    # Quantile bins of the reference for numeric features.
+    bins: int = Field(default=10, ge=2, le=100)
+    severity: Severity = "error"
+
+
+class RetrainSpec(_Model):
+    """When the model retrains itself (the automation sensors must be running)."""
+
+    # Freshness policy: the model fails freshness this long after its last training, and warns
+    # from `warn_after_hours` (default 80 % of it). Either state starts exactly one retrain.
+    max_age_hours: float = Field(default=168.0, ge=1 / 60)
+    warn_after_hours: float | None = Field(default=None, ge=1 / 60)
+    # Also retrain once this many feature partitions were written since the last training
+    # (0: never for this reason).
+    after_new_partitions: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> RetrainSpec:
+        if self.warn_after_hours is not None and self.warn_after_hours >= self.max_age_hours:
+            raise ValueError("warn_after_hours must be less than max_age_hours")
+        return self
+
+
 class ModelSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN, description="Registered model name")
     description: str = ""
@@ -163,6 +276,8 @@ class ModelSpec(_Model):
     window: WindowSpec = WindowSpec()
     search: SearchSpec = SearchSpec()
     gates: GateSpec = GateSpec()
+    retrain: RetrainSpec = RetrainSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
 
 class PipelineSpec(_Model):

@@ -19,6 +19,11 @@ import ml_assets
 from ml_assets.ml.estimators import predict_scores, split_columns, to_pandas_features
 from ml_assets.ml.evaluate import evaluate
 from ml_assets.ml.train import fit, search, time_split
+from ml_assets.pipeline.automation import (
+    TRAINING_POOL,
+    model_freshness_policy,
+    retrain_condition,
+)
 from ml_assets.pipeline.keys import feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
@@ -90,7 +95,11 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         owners=spec.owners,
         tags={"layer": "models", "pipeline": spec.name},
         code_version=ml_assets.__version__,
+        # MLflow may be a remote server: retry what can be transient (config errors are not).
         retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        freshness_policy=model_freshness_policy(spec),
+        pool=TRAINING_POOL,
+        automation_condition=retrain_condition(),
     )
     def candidate(
         context: dg.AssetExecutionContext,

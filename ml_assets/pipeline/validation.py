@@ -25,6 +25,7 @@ from ml_assets.ml.evaluate import (
     leakage_scan,
 )
 from ml_assets.ml.report import render_markdown, report_images, save_report
+from ml_assets.pipeline.automation import follow_condition
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import ModelSpec, PipelineSpec
 from ml_assets.pipeline.training import (
@@ -74,6 +75,7 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"sklearn", "mlflow", "polars"},
         owners=spec.owners,
         tags={"layer": "reports", "pipeline": spec.name},
+        automation_condition=follow_condition(),
     )
     def validation(
         context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking

@@ -9,15 +9,21 @@ from pydantic import Field
 
 from ml_assets.storage import delta
 
-_POLARS_TO_DAGSTER_TYPE_NAMES = {
-    pl.String: "string",
-    pl.Int64: "int64",
-    pl.Int32: "int32",
-    pl.Float64: "float64",
-    pl.Float32: "float32",
-    pl.Boolean: "bool",
-    pl.Date: "date",
-}
+
+def _type_name(dtype: pl.DataType) -> str:
+    """A short, readable column type for the UI ("datetime[UTC]", not polars' repr)."""
+    if isinstance(dtype, pl.Datetime):
+        return f"datetime[{dtype.time_zone}]" if dtype.time_zone else "datetime"
+    return {
+        pl.String: "string",
+        pl.Int64: "int64",
+        pl.Int32: "int32",
+        pl.Int8: "int8",
+        pl.Float64: "float64",
+        pl.Float32: "float32",
+        pl.Boolean: "bool",
+        pl.Date: "date",
+    }.get(type(dtype), str(dtype).lower())
 
 
 def column_schema(schema: pl.Schema, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
@@ -26,7 +32,7 @@ def column_schema(schema: pl.Schema, descriptions: dict[str, str] | None = None)
         columns=[
             dg.TableColumn(
                 name=name,
-                type=_POLARS_TO_DAGSTER_TYPE_NAMES.get(type(dtype), str(dtype).lower()),
+                type=_type_name(dtype),
                 description=descriptions.get(name),
             )
             for name, dtype in schema.items()

@@ -44,7 +44,7 @@ def demo_home(tmp_path_factory) -> Path:
     )
     defs = build_definitions(settings)
     result = dg.materialize(
-        list(defs.assets),
+        [*defs.assets, *defs.asset_checks],
         resources=build_resources(settings),
         selection=dg.AssetSelection.groups("raw", "features"),
         tags=_range(DEMO_START, LAST_DAY),

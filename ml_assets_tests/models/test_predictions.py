@@ -80,7 +80,11 @@ def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(depl
     assert partitions == set()
 
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
-    instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-01-30"))
+    # A real run of the feature partition with its blocking quality checks, which pass.
+    run = deployment.materialize(
+        dg.AssetSelection.assets(features), partition_key="2026-01-30", instance=instance
+    )
+    assert run.success
     partitions, cursor = requested(cursor)
     assert partitions == {"2026-01-30"}
     # Handled: the next tick asks for nothing more.

@@ -80,7 +80,10 @@ def test_a_user_pipeline_from_a_spec_folder_materializes(tmp_path):
     )
     defs = build_definitions(settings)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"turbines/raw/readings", "turbines/features/turbine_features"}
+    assert {k for k in keys if k.startswith("turbines/")} == {
+        "turbines/raw/readings",
+        "turbines/features/turbine_features",
+    }
 
     result = dg.materialize(
         list(defs.assets),

@@ -13,6 +13,7 @@ read from the table) equal to the same partition computed inside a long backfill
 
 from __future__ import annotations
 
+import datetime as dt
 import operator
 from functools import reduce
 
@@ -21,18 +22,32 @@ import narwhals as nw
 _ORDER = ["event_ts", "event_id"]
 
 
-def _customer_as_of_payment(payments: nw.LazyFrame, customers: nw.LazyFrame) -> nw.LazyFrame:
-    """Each payment's customer record: the latest version that took effect before the payment."""
-    versions = payments.select("event_id", "customer_id", "event_ts").join(
-        customers.select(
-            "customer_id", "updated_at", "segment", "region", "signup_date", "credit_limit"
-        ),
-        on="customer_id",
-        how="inner",
+def _customer_versions(customers: nw.LazyFrame) -> nw.LazyFrame:
+    """Each customer record with the interval it was in force: from its `updated_at` until the
+    next version's (`superseded_at`, null for the current one). A blank version covers the time
+    before a customer's first record, so every payment of a known customer matches exactly one
+    row. All on the small dimension table: the payments side needs no window.
+    """
+    records = customers.select(
+        "customer_id", "updated_at", "segment", "region", "signup_date", "credit_limit"
+    ).with_columns(
+        nw.col("updated_at")
+        .shift(-1)
+        .over("customer_id", order_by="updated_at")
+        .alias("superseded_at")
     )
-    effective = versions.filter(nw.col("updated_at") <= nw.col("event_ts"))
-    latest = effective.filter(nw.col("updated_at") == nw.col("updated_at").max().over("event_id"))
-    return latest.select("event_id", "segment", "region", "signup_date", "credit_limit")
+    before_first = (
+        customers.group_by("customer_id")
+        .agg(nw.col("updated_at").min().alias("superseded_at"))
+        .with_columns(
+            nw.lit(dt.datetime(1970, 1, 1)).cast(nw.Datetime("us")).alias("updated_at"),
+            nw.lit(None, dtype=nw.String()).alias("segment"),
+            nw.lit(None, dtype=nw.String()).alias("region"),
+            nw.lit(None, dtype=nw.Date()).alias("signup_date"),
+            nw.lit(None, dtype=nw.Float64()).alias("credit_limit"),
+        )
+    )
+    return nw.concat([records, before_first.select(records.columns)])
 
 
 def _previous_payments(history_days: int, recent_events: int) -> list[nw.Expr]:
@@ -106,8 +121,15 @@ def transaction_features(
         # Int8 on every engine (Spark's hour() is an Int32).
         nw.col("event_ts").dt.hour().cast(nw.Int8).alias("hour"),
     )
+    # As of the payment: the customer version in force at event_ts (point in time). A payment
+    # by a customer without any record keeps null attributes (left join, no version matched).
+    in_force = nw.col("updated_at").is_null() | (nw.col("updated_at") <= nw.col("event_ts")) & (
+        nw.col("superseded_at").is_null() | (nw.col("superseded_at") > nw.col("event_ts"))
+    )
     features = (
-        with_history.join(_customer_as_of_payment(payments, customers), on="event_id", how="left")
+        with_history.join(_customer_versions(customers), on="customer_id", how="left")
+        .filter(in_force)
+        .drop("updated_at", "superseded_at")
         .join(_daily_activity(payments, history_days), on=["customer_id", "day"], how="left")
         .with_columns(
             (nw.col("amount") / nw.col("mean_amount_prev")).alias("amount_to_prev_mean"),

@@ -1,0 +1,1 @@
+"""Running the heavy assets on Databricks: compute profiles, the step launcher, costs."""

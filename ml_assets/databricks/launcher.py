@@ -1,0 +1,163 @@
+"""The Databricks step launcher, one resource per compute profile.
+
+`databricks_pyspark_step_launcher` (dagster-databricks 0.29) with what it misses for us:
+
+- it zips `local_pipeline_package_path` and silently drops every file whose absolute path
+  matches `.*pytest.*`, `/logs/` or `/venv/`, and it zips *everything* under that folder: we
+  stage a clean copy of the `ml_assets/` package (no caches) in a folder of its own at launch;
+- a run that ends INTERNAL_ERROR (the cluster never came up: cloud capacity, spot loss) fails
+  the step, and an asset's RetryPolicy does not cover errors raised by the launcher: we raise
+  `RetryRequested` instead, so the step is submitted again;
+- the token is only ever `{"env": <name>}` in run config, resolved by Dagster's config system in
+  the orchestrator and by a Databricks secret on the cluster (never a literal in config: the
+  launcher pickles the run config to DBFS).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_databricks import databricks_pyspark_step_launcher
+from dagster_databricks.databricks import DatabricksError
+from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
+from dagster_databricks.types import DatabricksRunLifeCycleState
+from dagster_pyspark.utils import DEFAULT_EXCLUDE
+
+import ml_assets
+from ml_assets.databricks.config import ComputeConfig, ComputeProfile
+from ml_assets.settings import Settings, SettingsError
+
+# Runtime dependencies of ml_assets the cluster must have, pinned to the orchestrator's versions
+# (the launcher itself adds dagster, dagster-databricks, dagster-pyspark and databricks-sdk).
+REMOTE_DISTRIBUTIONS = (
+    "polars",
+    "deltalake",
+    "narwhals",
+    "pyarrow",
+    "pyyaml",
+    "mlflow",
+    "dagster-mlflow",
+    "scikit-learn",
+)
+DATABRICKS_RUN_TAG = "ml_assets/databricks"
+
+
+def remote_libraries(extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    pins = []
+    for name in REMOTE_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return [{"pypi": {"package": spec}} for spec in [*pins, *extra]]
+
+
+def check_zip_safe(path: Path) -> None:
+    """Refuse a staging folder the launcher's zip would silently empty."""
+    hits = [p for p in DEFAULT_EXCLUDE if re.search(p, str(path.resolve()) + "/")]
+    if hits:
+        raise SettingsError(
+            f"code staging folder {path} matches the step launcher's zip excludes {hits}: "
+            "nothing would be uploaded; set ML_ASSETS_DATABRICKS_CODE_DIR elsewhere"
+        )
+
+
+def stage_package(root: Path) -> Path:
+    """A clean copy of the `ml_assets` package in a new folder under `root`; returns the folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="code-", dir=root))
+    check_zip_safe(folder)
+    source = Path(ml_assets.__file__).resolve().parent
+    shutil.copytree(
+        source,
+        folder / "ml_assets",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"),
+    )
+    return folder
+
+
+class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
+    """Stages the package at launch; retries INTERNAL_ERROR runs through RetryRequested."""
+
+    def __init__(self, *, internal_error_retries: int = 2, **config: Any):
+        super().__init__(**config)
+        self.staging_root = Path(self.local_dagster_job_package_path)
+        self.internal_error_retries = internal_error_retries
+
+    def launch_step(self, step_context):  # type: ignore[override]
+        folder = stage_package(self.staging_root)
+        self.local_dagster_job_package_path = str(folder)
+        try:
+            yield from super().launch_step(step_context)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def step_events_iterator(self, step_context, step_key, databricks_run_id):
+        try:
+            yield from super().step_events_iterator(step_context, step_key, databricks_run_id)
+        except DatabricksError as error:
+            state = self.databricks_runner.client.get_run_state(databricks_run_id)
+            if state.life_cycle_state == DatabricksRunLifeCycleState.INTERNAL_ERROR:
+                step_context.log.warning(
+                    f"Databricks run {databricks_run_id} ended INTERNAL_ERROR "
+                    f"({state.state_message}); submitting the step again"
+                )
+                raise dg.RetryRequested(
+                    max_retries=self.internal_error_retries, seconds_to_wait=0
+                ) from error
+            raise
+
+
+def _launcher_fn(internal_error_retries: int):
+    @dg.resource(config_schema=databricks_pyspark_step_launcher.config_schema)
+    def ml_assets_step_launcher(context: dg.InitResourceContext) -> MlAssetsStepLauncher:
+        return MlAssetsStepLauncher(
+            internal_error_retries=internal_error_retries, **context.resource_config
+        )
+
+    return ml_assets_step_launcher
+
+
+def launcher_config(
+    settings: Settings, compute: ComputeConfig, profile: ComputeProfile
+) -> dict[str, Any]:
+    """The step launcher's config for `profile` (a plain dict; the token only as {"env": ...})."""
+    launcher = compute.launcher
+    token_env = settings.databricks_token_env
+    scope, key = settings.databricks_token_secret
+    staging = settings.code_staging_dir or Path(tempfile.gettempdir()) / "ml_assets_code"
+    run_config: dict[str, Any] = {
+        "run_name": f"ml_assets {profile.name}",
+        "cluster": {"new": profile.cluster_spec(launcher.spark_version)},
+        "libraries": remote_libraries(launcher.libraries),
+    }
+    if launcher.timeout_seconds:
+        run_config["timeout_seconds"] = launcher.timeout_seconds
+    return {
+        "run_config": run_config,
+        "databricks_host": settings.databricks_host,
+        "databricks_token": {"env": token_env},
+        # the cluster re-validates the whole run config: it needs the token variable as well
+        "secrets_to_env_variables": [{"name": token_env, "scope": scope, "key": key}],
+        "env_variables": dict(settings.remote_env),
+        "local_pipeline_package_path": str(staging),
+        "staging_prefix": launcher.staging_prefix,
+        "wait_for_logs": launcher.wait_for_logs,
+        "max_completion_wait_time_seconds": launcher.max_completion_wait_time_seconds,
+        "poll_interval_sec": launcher.poll_interval_sec,
+        "verbose_logs": False,
+    }
+
+
+def step_launcher_resource(
+    settings: Settings, compute: ComputeConfig, profile: ComputeProfile
+) -> dg.ResourceDefinition:
+    return _launcher_fn(compute.launcher.internal_error_retries).configured(
+        launcher_config(settings, compute, profile)
+    )

@@ -1,0 +1,131 @@
+"""When things run by themselves: the automation conditions and the retrain sensor.
+
+Everything here needs the daemon (`ml-assets dev`, or `dagster-daemon run`). The automation
+condition sensor `ml_assets_automation` and the retrain sensors are on by default.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from ml_assets.pipeline.keys import feature_key, model_keys
+from ml_assets.pipeline.spec import PipelineSpec
+
+# Tag on training-job runs (the retrain sensor skips while one is queued or running).
+TRAINING_TAG = "ml_assets/training"
+# Concurrency pool of every candidate asset; dagster.yaml admits one training step at a time.
+TRAINING_POOL = "ml_assets_training"
+
+
+def model_freshness_policy(spec: PipelineSpec) -> dg.FreshnessPolicy:
+    assert spec.model is not None
+    retrain = spec.model.retrain
+    warn = retrain.warn_after_hours or 0.8 * retrain.max_age_hours
+    return dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(hours=retrain.max_age_hours),
+        warn_window=dt.timedelta(hours=warn),
+    )
+
+
+def retrain_condition() -> dg.AutomationCondition:
+    """Retrain once per staleness event.
+
+    Edge-triggered on purpose. `freshness_failed() & ~in_progress()` requests a second retrain
+    on the tick after the first one finishes and before the freshness daemon has seen the new
+    materialization. `newly_true().since_last_handled()` fires once, when the model turns
+    stale, and not again until that request has been handled.
+    """
+    stale = dg.AutomationCondition.freshness_failed() | dg.AutomationCondition.freshness_warned()
+    # No `all_deps_blocking_checks_passed()` here: over an unpartitioned → daily dependency it
+    # asks every day ever for a passed check, so one bad day would stop retraining for good.
+    # Bad days are kept out of the training window by their blocking checks at ingestion.
+    return (
+        stale.newly_true().since_last_handled() & ~dg.AutomationCondition.in_progress()
+    ).with_label("retrain when the model turns stale (once per staleness event)")
+
+
+def follow_condition() -> dg.AutomationCondition:
+    """Validation and promotion follow a retrain that automation started. Promotion needs the
+    report's blocking gates to have passed, also across runs."""
+    return (
+        dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("follow a new candidate once its gates passed")
+
+
+def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
+    """Score a feature partition when it is new or updated, once a champion exists.
+
+    Unlike `eager()` this reaches every partition, not only the latest day, because the landing
+    sensor also delivers late and backfilled days. A new champion does not rescore history: the
+    inference log keeps what was scored with which version. A feature partition whose blocking
+    quality checks failed is not scored.
+    """
+    champion_only = dg.AssetSelection.assets(champion)
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(champion_only).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("score new feature partitions once a champion exists")
+
+
+def build_retrain_sensor(spec: PipelineSpec, train_job: str) -> dg.SensorDefinition:
+    """Retrain when enough new feature partitions were written since the last training."""
+    assert spec.model is not None
+    keys = model_keys(spec)
+    features = feature_key(spec, spec.model.features)
+    needed = spec.model.retrain.after_new_partitions
+
+    @dg.sensor(
+        name=f"{spec.name}_{spec.model.name}_retrain",
+        description=f"Retrains {spec.model.name} once {needed} feature partitions were written "
+        "since its last training.",
+        job_name=train_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        if needed == 0:
+            return dg.SensorResult(skip_reason="retrain.after_new_partitions is 0")
+        instance = context.instance
+        trained = next(
+            iter(
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=keys.candidate), limit=1, ascending=False
+                ).records
+            ),
+            None,
+        )
+        if trained is None:
+            return dg.SensorResult(skip_reason=f"{spec.model.name} has never been trained")
+        busy = instance.get_runs(
+            dg.RunsFilter(
+                tags={TRAINING_TAG: spec.model.name},
+                statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED],
+            ),
+            limit=1,
+        )
+        if busy:
+            return dg.SensorResult(skip_reason="a training run is already queued or running")
+        since = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=features, after_storage_id=trained.storage_id),
+            limit=10_000,
+        ).records
+        days = {r.partition_key for r in since}
+        if len(days) < needed:
+            return dg.SensorResult(
+                skip_reason=f"{len(days)} of {needed} new feature partitions since the last "
+                "training"
+            )
+        newest = max(r.storage_id for r in since)
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"new-partitions-{newest}",
+                    tags={"ml_assets/retrain_reason": f"{len(days)} new feature partitions"},
+                )
+            ]
+        )
+
+    return retrain_sensor

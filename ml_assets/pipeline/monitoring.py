@@ -1,0 +1,379 @@
+"""Drift monitoring: each day's model inputs against the current champion's training window.
+
+`<pipeline>/monitoring/<model>_drift` (group `monitoring`, daily) writes one row per day and
+feature with its PSI (the asset's Delta table) and one summary row per day, with the live model
+quality once the day's labels have arrived, to `<pipeline>/monitoring/<model>_drift_summary`.
+The check `no_feature_drift` fails when at least `min_drifted_features` features reach
+`psi_threshold`, naming them. See docs/quality_and_monitoring.md.
+"""
+
+import datetime as dt
+import functools
+import math
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from ml_assets.ml.drift import FeatureReference, build_reference, drifted, feature_drift
+from ml_assets.ml.estimators import split_columns
+from ml_assets.ml.evaluate import classification_metrics, regression_metrics
+from ml_assets.pipeline.keys import (
+    daily_partitions,
+    feature_key,
+    model_keys,
+    partition_days,
+    pipeline_tags,
+)
+from ml_assets.pipeline.spec import ModelSpec, PipelineSpec
+from ml_assets.pipeline.training import (
+    FEATURES_URI_TAG,
+    FEATURES_VERSION_TAG,
+    HOLDOUT_START_TAG,
+    TRAIN_START_TAG,
+)
+from ml_assets.storage import delta
+from ml_assets.storage.delta import PARTITION_COLUMN
+from ml_assets.storage.io_manager import DeltaLake
+from ml_assets.tracking.mlflow_resource import MlflowTracking
+from ml_assets.tracking.registry import CHAMPION, version_for_alias
+
+CHECK_NAME = "no_feature_drift"
+_SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
+
+SUMMARY_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Date(),
+        "model_name": pl.String(),
+        "model_version": pl.Int64(),
+        "reference_window": pl.String(),
+        "rows": pl.Int64(),
+        "max_psi": pl.Float64(),
+        "mean_psi": pl.Float64(),
+        "n_drifted_features": pl.Int64(),
+        "drifted_features": pl.String(),
+        "labelled_rows": pl.Int64(),
+        "live_roc_auc": pl.Float64(),
+        "live_pr_auc": pl.Float64(),
+        "live_rmse": pl.Float64(),
+        "computed_at": pl.Datetime("us", "UTC"),
+    }
+)
+
+
+def drift_key(spec: PipelineSpec) -> dg.AssetKey:
+    assert spec.model is not None
+    return dg.AssetKey([spec.name, "monitoring", f"{spec.model.name}_drift"])
+
+
+def summary_key(spec: PipelineSpec) -> dg.AssetKey:
+    """Not an asset: the per-day summary table the drift asset writes next to its own."""
+    assert spec.model is not None
+    return dg.AssetKey([spec.name, "monitoring", f"{spec.model.name}_drift_summary"])
+
+
+@functools.lru_cache(maxsize=8)
+def champion_reference(
+    uri: str, version: int, first: str, last: str, target: str, exclude: tuple[str, ...], bins: int
+) -> tuple[dict[str, FeatureReference], int]:
+    """The champion's training rows (days first..last at Delta `version`), summarised once."""
+    frame = (
+        pl.scan_delta(uri, version=version)
+        .filter(
+            pl.col(PARTITION_COLUMN).is_between(
+                dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+            )
+        )
+        .collect()
+    )
+    numeric, categorical = split_columns(frame.schema, target=target, exclude=exclude)
+    return build_reference(frame, numeric, categorical, bins=bins), frame.height
+
+
+def live_quality(
+    model: ModelSpec, features: pl.DataFrame, predictions: pl.DataFrame | None, keys: list[str]
+) -> dict[str, float]:
+    """Metrics of the day's predictions against the labels that have arrived (target not null)."""
+    if predictions is None or not keys or model.target not in features.columns:
+        return {"labelled_rows": 0}
+    labels = features.select(*keys, model.target).filter(pl.col(model.target).is_not_null())
+    joined = predictions.select(*keys, "score").join(labels, on=keys, how="inner")
+    if joined.is_empty():
+        return {"labelled_rows": 0}
+    y = joined.get_column(model.target).to_numpy()
+    score = joined.get_column("score").to_numpy()
+    if model.task == "classification":
+        metrics = classification_metrics(y, score, threshold=model.threshold)
+        result = {"live_roc_auc": metrics["roc_auc"], "live_pr_auc": metrics["pr_auc"]}
+    else:
+        result = {"live_rmse": regression_metrics(y.astype(np.float64), score)["rmse"]}
+    return {
+        "labelled_rows": joined.height,
+        **{k: v for k, v in result.items() if not math.isnan(v)},
+    }
+
+
+def _markdown(day: dt.date, rows: list, threshold: float, top: int = 10) -> str:
+    lines = [
+        f"**{day}**: PSI per feature (threshold {threshold})",
+        "",
+        "| feature | kind | psi | null rate (ref) |",
+        "|---|---|---|---|",
+    ]
+    for d in rows[:top]:
+        flag = " ⚠" if d.psi >= threshold else ""
+        lines.append(
+            f"| `{d.feature}`{flag} | {d.kind} | {d.psi:.4f} | "
+            f"{d.null_rate:.1%} ({d.reference_null_rate:.1%}) |"
+        )
+    return "\n".join(lines)
+
+
+def drift_condition(features: dg.AssetKey) -> dg.AutomationCondition:
+    """Monitor a day once its predictions are (re)written: new days, and days rescored after
+    their labels arrived."""
+    return (
+        dg.AutomationCondition.any_deps_updated()
+        .ignore(dg.AssetSelection.assets(features))
+        .since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("monitor each day once its predictions are written")
+
+
+def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    model = spec.model
+    assert model is not None
+    monitoring = model.monitoring
+    keys = model_keys(spec)
+    features = feature_key(spec, model.features)
+    join_keys = [c for c in spec.features[model.features].primary_key if c in model.exclude]
+
+    @dg.asset(
+        key=drift_key(spec),
+        ins={"features": dg.AssetIn(key=features)},
+        deps=[keys.predictions],
+        group_name="monitoring",
+        description=f"Daily drift of `{model.name}`'s inputs against the champion's training "
+        f"window: PSI per feature (numeric: {monitoring.bins} reference quantile bins; "
+        "categorical: category shares with other/missing buckets), and the live model quality "
+        "once labels have arrived. One row per day and feature; the per-day summary is in "
+        f"`{summary_key(spec).to_user_string()}`.",
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"polars", "delta"},
+        owners=spec.owners,
+        tags={"layer": "monitoring", "pipeline": spec.name},
+        automation_condition=drift_condition(features),
+    )
+    def drift(
+        context: dg.AssetExecutionContext,
+        features: pl.LazyFrame,
+        lake: DeltaLake,
+        mlflow_tracking: MlflowTracking,
+    ) -> pl.DataFrame:
+        champion = version_for_alias(mlflow_tracking.client, model.name, CHAMPION)
+        if champion is None:
+            raise dg.Failure(
+                f"no champion for {model.name} yet: drift is measured against the champion's "
+                f"training window; materialize {keys.champion.to_user_string()} first"
+            )
+        tags = champion.tags
+        train_last = dt.date.fromisoformat(tags[HOLDOUT_START_TAG]) - dt.timedelta(days=1)
+        window = f"{tags[TRAIN_START_TAG]} .. {train_last}"
+        references, reference_rows = champion_reference(
+            tags[FEATURES_URI_TAG],
+            int(tags[FEATURES_VERSION_TAG]),
+            tags[TRAIN_START_TAG],
+            train_last.isoformat(),
+            model.target,
+            tuple([*model.exclude, PARTITION_COLUMN]),
+            monitoring.bins,
+        )
+        days = partition_days(context)
+        frame = features.collect()
+        predictions_uri = lake.table_uri(keys.predictions)
+        predictions = (
+            delta.scan(predictions_uri, partitions=days).collect()
+            if delta.table_exists(predictions_uri)
+            else None
+        )
+        now = dt.datetime.now(dt.UTC)
+        version = int(champion.version)
+        rows, summaries = [], []
+        for day in days:
+            today = frame.filter(pl.col(PARTITION_COLUMN) == day)
+            results = feature_drift(references, today)
+            drifting = drifted(results, monitoring.psi_threshold)
+            scored = (
+                predictions.filter(pl.col(PARTITION_COLUMN) == day)
+                if predictions is not None
+                else None
+            )
+            live = live_quality(model, today, scored, join_keys)
+            psis = [d.psi for d in results if not math.isnan(d.psi)]
+            last_results, last_drifting = results, drifting
+            rows += [
+                {
+                    PARTITION_COLUMN: day,
+                    "model_name": model.name,
+                    "model_version": version,
+                    "feature": d.feature,
+                    "kind": d.kind,
+                    "psi": d.psi,
+                    "drifted": d.psi >= monitoring.psi_threshold,
+                    "rows": d.rows,
+                    "null_rate": d.null_rate,
+                    "reference_null_rate": d.reference_null_rate,
+                    "reference_window": window,
+                    "computed_at": now,
+                }
+                for d in results
+            ]
+            summaries.append(
+                {
+                    PARTITION_COLUMN: day,
+                    "model_name": model.name,
+                    "model_version": version,
+                    "reference_window": window,
+                    "rows": today.height,
+                    "max_psi": max(psis) if psis else None,
+                    "mean_psi": float(np.mean(psis)) if psis else None,
+                    "n_drifted_features": len(drifting),
+                    "drifted_features": ",".join(drifting),
+                    "labelled_rows": live.get("labelled_rows", 0),
+                    "live_roc_auc": live.get("live_roc_auc"),
+                    "live_pr_auc": live.get("live_pr_auc"),
+                    "live_rmse": live.get("live_rmse"),
+                    "computed_at": now,
+                }
+            )
+        summary = pl.DataFrame(summaries, schema=SUMMARY_SCHEMA)
+        summary_uri = lake.table_uri(summary_key(spec))
+        delta.write_partitions(summary_uri, summary, partitions=days)
+
+        last = summaries[-1]
+        metadata = {
+            "model_version": version,
+            "reference_window": window,
+            "reference_rows": reference_rows,
+            "max_psi": float(last["max_psi"] or 0.0),
+            "mean_psi": float(last["mean_psi"] or 0.0),
+            "n_drifted_features": last["n_drifted_features"],
+            "drifted_features": dg.MetadataValue.json(last_drifting),
+            "labelled_rows": last["labelled_rows"],
+            "summary_uri": summary_uri,
+            "psi_by_feature": dg.MetadataValue.md(
+                _markdown(days[-1], last_results, monitoring.psi_threshold)
+            ),
+        }
+        for name in ("live_roc_auc", "live_pr_auc", "live_rmse"):
+            if last[name] is not None:
+                metadata[name] = float(last[name])
+        if len(days) > 1:
+            metadata["days"] = len(days)
+            metadata["days_with_drift"] = sum(1 for s in summaries if s["n_drifted_features"])
+        context.add_output_metadata(metadata)
+        return pl.DataFrame(
+            rows,
+            schema={
+                PARTITION_COLUMN: pl.Date(),
+                "model_name": pl.String(),
+                "model_version": pl.Int64(),
+                "feature": pl.String(),
+                "kind": pl.String(),
+                "psi": pl.Float64(),
+                "drifted": pl.Boolean(),
+                "rows": pl.Int64(),
+                "null_rate": pl.Float64(),
+                "reference_null_rate": pl.Float64(),
+                "reference_window": pl.String(),
+                "computed_at": pl.Datetime("us", "UTC"),
+            },
+        )
+
+    return drift
+
+
+def build_drift_check(spec: PipelineSpec) -> dg.AssetChecksDefinition:
+    model = spec.model
+    assert model is not None
+    monitoring = model.monitoring
+    key = drift_key(spec)
+
+    @dg.asset_check(
+        asset=key,
+        name=CHECK_NAME,
+        partitions_def=daily_partitions(spec),
+        description=f"Fewer than {monitoring.min_drifted_features} feature(s) with PSI >= "
+        f"{monitoring.psi_threshold} against the champion's training window "
+        f"({monitoring.severity.upper()})",
+        metadata={"psi_threshold": monitoring.psi_threshold},
+    )
+    def no_feature_drift(context: dg.AssetCheckExecutionContext, lake: DeltaLake):
+        days = [dt.date.fromisoformat(k) for k in context.partition_keys]
+        rows = delta.scan(lake.table_uri(key), partitions=days).collect()
+        by_day = {
+            day: {
+                r["feature"]: round(r["psi"], 4)
+                for r in rows.filter(
+                    (pl.col(PARTITION_COLUMN) == day) & (pl.col("psi") >= monitoring.psi_threshold)
+                )
+                .sort("psi", descending=True)
+                .iter_rows(named=True)
+            }
+            for day in days
+        }
+        failing = {
+            d.isoformat(): f for d, f in by_day.items() if len(f) >= monitoring.min_drifted_features
+        }
+        worst = rows.get_column("psi").max() if rows.height else None
+        metadata = {
+            "psi_threshold": monitoring.psi_threshold,
+            "min_drifted_features": monitoring.min_drifted_features,
+            "max_psi": float(worst) if worst is not None else 0.0,
+            "n_drifted_features": max((len(f) for f in by_day.values()), default=0),
+            "drifted_features": dg.MetadataValue.json(
+                next(iter(failing.values()))
+                if len(days) == 1 and failing
+                else {f: p for feats in by_day.values() for f, p in feats.items()}
+            ),
+        }
+        if len(days) == 1:
+            metadata["partition"] = days[0].isoformat()
+        else:
+            metadata["failing_days"] = dg.MetadataValue.json(failing)
+        if failing:
+            context.log.warning(f"{key.to_user_string()}: drift on {failing}")
+        return dg.AssetCheckResult(
+            passed=not failing,
+            severity=_SEVERITY[monitoring.severity],
+            metadata=metadata,
+            description=(
+                "drifted: " + "; ".join(f"{d}: {', '.join(f)}" for d, f in failing.items())
+                if failing
+                else "no feature drifted"
+            ),
+        )
+
+    return no_feature_drift
+
+
+def build_monitoring_definitions(spec: PipelineSpec) -> dg.Definitions:
+    """The drift asset, its check and a `<pipeline>_monitor` job (empty without a model)."""
+    if spec.model is None or not spec.model.monitoring.enabled:
+        return dg.Definitions()
+    asset = build_drift_asset(spec)
+    return dg.Definitions(
+        assets=[asset],
+        asset_checks=[build_drift_check(spec)],
+        jobs=[
+            dg.define_asset_job(
+                name=f"{spec.name}_monitor",
+                description=f"Drift and live quality of {spec.model.name} for the selected days.",
+                selection=dg.AssetSelection.assets(asset),
+                tags=pipeline_tags(spec),
+            )
+        ],
+    )

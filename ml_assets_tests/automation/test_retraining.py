@@ -1,0 +1,116 @@
+"""Freshness-driven retraining, evaluated tick by tick without waiting for real time."""
+
+import dagster as dg
+import pytest
+
+from ml_assets.definitions import build_definitions
+from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.spec import load_spec
+from ml_assets.settings import DEMO_PIPELINE_SPEC
+from ml_assets_tests.automation.freshness_state import FAIL, PASS, WARN, report_freshness
+
+KEYS = model_keys(load_spec(DEMO_PIPELINE_SPEC))
+FEATURES = dg.AssetKey(["fraud", "features", "transaction_features"])
+
+
+class Ticks:
+    """The automation condition sensor's evaluations, one call per tick, cursor carried over."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance, self.cursor = defs, instance, None
+
+    def __call__(self) -> set[dg.AssetKey]:
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            asset_selection=dg.AssetSelection.assets(KEYS.candidate),
+            cursor=self.cursor,
+        )
+        self.cursor = result.cursor
+        return {key for key in [KEYS.candidate] if result.get_num_requested(key)}
+
+
+@pytest.fixture
+def ticks(settings) -> Ticks:
+    instance = dg.DagsterInstance.ephemeral()
+    # A trained model on materialized features: the starting point of every scenario.
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-05"))
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    return Ticks(build_definitions(settings), instance)
+
+
+def test_a_fresh_model_is_left_alone(ticks):
+    report_freshness(ticks.instance, KEYS.candidate, PASS)
+    assert ticks() == set()
+    assert ticks() == set()
+
+
+def test_a_stale_model_gets_exactly_one_retrain(ticks):
+    report_freshness(ticks.instance, KEYS.candidate, PASS)
+    assert ticks() == set()
+    report_freshness(ticks.instance, KEYS.candidate, FAIL, previous=PASS)
+    assert ticks() == {KEYS.candidate}
+    # Still stale on the next ticks while the retrain runs: no duplicate request.
+    assert ticks() == set()
+    assert ticks() == set()
+
+
+def test_warning_starts_the_retrain_and_failing_later_does_not_start_another(ticks):
+    report_freshness(ticks.instance, KEYS.candidate, PASS)
+    ticks()
+    report_freshness(ticks.instance, KEYS.candidate, WARN, previous=PASS)
+    assert ticks() == {KEYS.candidate}
+    report_freshness(ticks.instance, KEYS.candidate, FAIL, previous=WARN)
+    assert ticks() == set()
+
+
+def test_each_new_staleness_event_retrains_once_more(ticks):
+    report_freshness(ticks.instance, KEYS.candidate, PASS)
+    assert ticks() == set()
+    report_freshness(ticks.instance, KEYS.candidate, FAIL, previous=PASS)
+    assert ticks() == {KEYS.candidate}
+    # The retrain lands and the daemon marks the model fresh again...
+    ticks.instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    report_freshness(ticks.instance, KEYS.candidate, PASS, previous=FAIL)
+    assert ticks() == set()
+    # ...until it goes stale again: one more retrain.
+    report_freshness(ticks.instance, KEYS.candidate, FAIL, previous=PASS)
+    assert ticks() == {KEYS.candidate}
+    assert ticks() == set()
+
+
+def test_the_model_carries_the_spec_freshness_policy(settings):
+    node = build_definitions(settings).resolve_asset_graph().get(KEYS.candidate)
+    policy = node.freshness_policy
+    assert policy.fail_window.to_timedelta().total_seconds() == 168 * 3600
+    assert policy.warn_window.to_timedelta().total_seconds() == pytest.approx(0.8 * 168 * 3600)
+
+
+def _retrain_tick(settings, instance) -> dg.SensorResult:
+    sensor = next(
+        s for s in build_definitions(settings).sensors if s.name == "fraud_fraud_detector_retrain"
+    )
+    return sensor(dg.build_sensor_context(instance=instance))
+
+
+def test_enough_new_feature_partitions_start_a_retrain(settings):
+    instance = dg.DagsterInstance.ephemeral()
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.endswith(
+        "has never been trained"
+    )
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    for day in range(1, 7):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(FEATURES, partition=f"2026-01-{day:02d}")
+        )
+    # A day rewritten twice counts once.
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-06"))
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("6 of 7 new")
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-07"))
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "7 new feature partitions"
+
+    # Once retrained, the count starts again.
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("0 of 7")

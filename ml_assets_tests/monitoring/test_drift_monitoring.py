@@ -1,0 +1,77 @@
+"""Drift against the champion's training window: found on drifted days, not before them."""
+
+import datetime as dt
+
+import polars as pl
+
+from ml_assets.pipeline.monitoring import CHECK_NAME, drift_key, summary_key
+from ml_assets.pipeline.spec import load_spec
+from ml_assets.settings import DEMO_PIPELINE_SPEC
+from ml_assets_tests.models.conftest import KEYS, _range
+from ml_assets_tests.monitoring.conftest import AS_OF, DRIFT_FROM, TRAIN
+
+SPEC = load_spec(DEMO_PIPELINE_SPEC)
+DRIFT = drift_key(SPEC)
+MONITORING = SPEC.model.monitoring
+FIRST = AS_OF - dt.timedelta(days=3)  # holdout days: never trained on, before the drift
+LAST = DRIFT_FROM + dt.timedelta(days=2)
+
+
+def _check(result) -> tuple[bool, dict]:
+    evaluation = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == CHECK_NAME
+    )
+    return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
+
+
+def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
+    d = drift_deployment
+    assert d.train(**TRAIN).success, "a champion trained on pre-drift days"
+    assert d.materialize([KEYS.predictions], tags=_range(FIRST, LAST)).success
+    assert d.materialize([DRIFT], tags=_range(FIRST, LAST)).success
+
+    lake = d.settings.lake_root
+    summary = pl.read_delta(f"{lake}/{'/'.join(summary_key(SPEC).path)}").sort("event_date")
+    assert summary["event_date"].to_list() == [
+        FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)
+    ]
+    before = summary.filter(pl.col("event_date") < DRIFT_FROM)
+    after = summary.filter(pl.col("event_date") >= DRIFT_FROM)
+    assert before["n_drifted_features"].to_list() == [0] * before.height, before
+    assert all(n >= MONITORING.min_drifted_features for n in after["n_drifted_features"]), after
+    assert before["max_psi"].max() < MONITORING.psi_threshold < after["max_psi"].min()
+    assert all("amount" in f.split(",") for f in after["drifted_features"])
+    # Labels are present in the demo: the live quality is measured every day.
+    assert summary["labelled_rows"].min() == 600
+    assert all(0.5 < auc <= 1.0 for auc in summary["live_roc_auc"])
+
+    # The history users query: one row per day per feature.
+    per_feature = pl.read_delta(f"{lake}/{'/'.join(DRIFT.path)}")
+    assert per_feature.group_by("event_date").len()["len"].n_unique() == 1
+    assert per_feature.filter(pl.col("drifted")).select("event_date").min().item() == DRIFT_FROM
+
+    # Per-day verdicts: the check passes before the drift and fails on a drifted day, naming
+    # the drifted features.
+    passed, metadata = _check(d.materialize([DRIFT], partition_key=AS_OF.isoformat()))
+    assert passed and metadata["n_drifted_features"] == 0
+    drifted_day = d.materialize([DRIFT], partition_key=DRIFT_FROM.isoformat())
+    passed, metadata = _check(drifted_day)
+    assert not passed
+    assert metadata["partition"] == DRIFT_FROM.isoformat()
+    assert "amount" in metadata["drifted_features"]
+    assert metadata["max_psi"] >= MONITORING.psi_threshold
+    materialization = drifted_day.asset_materializations_for_node(
+        "fraud__monitoring__fraud_detector_drift"
+    )[0]
+    assert materialization.metadata["n_drifted_features"].value >= 1
+    assert materialization.metadata["live_roc_auc"].value > 0.5
+
+
+def test_without_a_champion_monitoring_fails_and_writes_nothing(drift_deployment):
+    result = drift_deployment.materialize([DRIFT], partition_key=AS_OF.isoformat())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "no champion for fraud_detector" in str(failure.step_failure_data.error)
