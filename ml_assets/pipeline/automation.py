@@ -7,6 +7,7 @@ condition sensor `ml_assets_automation` and the retrain sensors are on by defaul
 import datetime as dt
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ml_assets.pipeline.keys import feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
@@ -70,8 +71,11 @@ def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
     ).with_label("score new feature partitions once a champion exists")
 
 
-def build_retrain_sensor(spec: PipelineSpec, train_job: str) -> dg.SensorDefinition:
-    """Retrain when enough new feature partitions were written since the last training."""
+def build_retrain_sensor(
+    spec: PipelineSpec, train_job: str, drift_check: dg.AssetCheckKey | None = None
+) -> dg.SensorDefinition:
+    """Retrain when the drift check failed, or enough new feature partitions were written,
+    since the last training."""
     assert spec.model is not None
     keys = model_keys(spec)
     features = feature_key(spec, spec.model.features)
@@ -79,15 +83,13 @@ def build_retrain_sensor(spec: PipelineSpec, train_job: str) -> dg.SensorDefinit
 
     @dg.sensor(
         name=f"{spec.name}_{spec.model.name}_retrain",
-        description=f"Retrains {spec.model.name} once {needed} feature partitions were written "
-        "since its last training.",
+        description=f"Retrains {spec.model.name} when its drift check fails, or once {needed} "
+        "feature partitions were written since its last training.",
         job_name=train_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        if needed == 0:
-            return dg.SensorResult(skip_reason="retrain.after_new_partitions is 0")
         instance = context.instance
         trained = next(
             iter(
@@ -108,6 +110,26 @@ def build_retrain_sensor(spec: PipelineSpec, train_job: str) -> dg.SensorDefinit
         )
         if busy:
             return dg.SensorResult(skip_reason="a training run is already queued or running")
+        if drift_check is not None:
+            drifted = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [drift_check]
+            ).get(drift_check)
+            if (
+                drifted is not None
+                and drifted.status == AssetCheckExecutionRecordStatus.FAILED
+                and drifted.event is not None
+                and drifted.event.timestamp > trained.timestamp
+            ):
+                return dg.SensorResult(
+                    run_requests=[
+                        dg.RunRequest(
+                            run_key=f"drift-{drifted.id}",
+                            tags={"ml_assets/retrain_reason": "drift check failed"},
+                        )
+                    ]
+                )
+        if needed == 0:
+            return dg.SensorResult(skip_reason="no drift, and retrain.after_new_partitions is 0")
         since = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=features, after_storage_id=trained.storage_id),
             limit=10_000,

@@ -252,12 +252,17 @@ def build_gate_checks(spec: PipelineSpec) -> list[dg.AssetChecksDefinition]:
     model = spec.model
     assert model is not None
     keys = model_keys(spec)
+    gates = model.gates
+
     descriptions = {
-        "meets_minimum_metrics": f"Challenger meets the spec's floors {model.gates.min_metrics}",
-        "not_worse_than_champion": "Challenger is not worse than the champion by more than "
-        f"{model.gates.max_regression}",
-        "no_leakage": "No single feature predicts the target on its own at or above "
-        f"{model.gates.leakage_threshold} (a leak)",
+        "meets_minimum_metrics": "The challenger meets the spec's floors: "
+        + ", ".join(
+            f"{m} {'≥' if higher_is_better(m) else '≤'} {v}" for m, v in gates.min_metrics.items()
+        ),
+        "not_worse_than_champion": "The challenger is not worse than the champion by more than: "
+        + (", ".join(f"{m} {v}" for m, v in gates.max_regression.items()) or "none"),
+        "no_leakage": "No single feature predicts the target on its own with a score of "
+        f"{gates.leakage_threshold} or more (a leak)",
     }
 
     def build(gate: str) -> dg.AssetChecksDefinition:

@@ -114,3 +114,22 @@ def test_enough_new_feature_partitions_start_a_retrain(settings):
     # Once retrained, the count starts again.
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
     assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("0 of 7")
+
+
+def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings):
+    instance = dg.DagsterInstance.ephemeral()
+    drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    assert not _retrain_tick(settings, instance).run_requests
+
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=drift, check_name="no_feature_drift", passed=False, partition="2026-01-28"
+        )
+    )
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
+
+    # Retrained since: the old failure starts nothing more.
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    assert not _retrain_tick(settings, instance).run_requests
