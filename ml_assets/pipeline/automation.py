@@ -33,16 +33,21 @@ def retrain_condition() -> dg.AutomationCondition:
 
     Edge-triggered on purpose. `freshness_failed() & ~in_progress()` requests a second retrain
     on the tick after the first one finishes and before the freshness daemon has seen the new
-    materialization. `newly_true().since_last_handled()` fires once, when the model turns
-    stale, and not again until that request has been handled.
+    materialization. `newly_true()` fires once, when the model turns stale, and not again until
+    that request has been handled.
     """
     stale = dg.AutomationCondition.freshness_failed() | dg.AutomationCondition.freshness_warned()
     # No `all_deps_blocking_checks_passed()` here: over an unpartitioned → daily dependency it
     # asks every day ever for a passed check, so one bad day would stop retraining for good.
     # Bad days are kept out of the training window by their blocking checks at ingestion.
-    return (
-        stale.newly_true().since_last_handled() & ~dg.AutomationCondition.in_progress()
-    ).with_label("retrain when the model turns stale (once per staleness event)")
+    # A model already stale when the daemon first evaluates it counts as turning stale then.
+    # `since_last_handled()` would also reset on that first evaluation, so the reset is spelled
+    # out: a request or a new materialization.
+    turned_stale = stale.newly_true() | (stale & dg.AutomationCondition.initial_evaluation())
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    return (turned_stale.since(handled) & ~dg.AutomationCondition.in_progress()).with_label(
+        "retrain when the model turns stale (once per staleness event)"
+    )
 
 
 def follow_condition() -> dg.AutomationCondition:

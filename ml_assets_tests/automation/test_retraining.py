@@ -55,6 +55,12 @@ def test_a_stale_model_gets_exactly_one_retrain(ticks):
     assert ticks() == set()
 
 
+def test_a_model_already_stale_when_the_daemon_starts_is_retrained_once(ticks):
+    report_freshness(ticks.instance, KEYS.candidate, FAIL)
+    assert ticks() == {KEYS.candidate}
+    assert ticks() == set()
+
+
 def test_warning_starts_the_retrain_and_failing_later_does_not_start_another(ticks):
     report_freshness(ticks.instance, KEYS.candidate, PASS)
     ticks()
