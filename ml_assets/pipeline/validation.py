@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import tempfile
+import time
 
 import dagster as dg
 import mlflow
@@ -98,6 +99,7 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         if champion is not None and champion.version != challenger.version:
             pipelines[f"champion v{champion.version}"] = _pipeline_of(model.name, champion.version)
         labelled = holdout.filter(pl.col(model.target).is_not_null())
+        started = time.perf_counter()
         metrics = {
             label: evaluate(
                 pipe, labelled, task=model.task, target=model.target, threshold=model.threshold
@@ -168,6 +170,7 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
         challenger_metrics = next(iter(metrics.values()))
         champion_metrics = list(metrics.values())[1] if len(metrics) > 1 else {}
+        computed = time.perf_counter()
         with mlflow_tracking.asset_run(
             context,
             pipeline=spec.name,
@@ -180,9 +183,13 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 save_report(folder, markdown, images)
                 mlflow.log_artifacts(folder, artifact_path="validation_report")
 
+        logged = time.perf_counter()
         context.add_output_metadata(
             {
                 "report": dg.MetadataValue.md(markdown),
+                # Model compute (scoring, importance, leakage scan, plots) vs MLflow logging.
+                "compute_seconds": round(computed - started, 3),
+                "tracking_seconds": round(logged - computed, 3),
                 "challenger_version": int(challenger.version),
                 "champion_version": int(champion.version) if champion else 0,
                 **{f"challenger_{k}": float(v) for k, v in challenger_metrics.items()},
