@@ -387,7 +387,8 @@ def child_main(args: argparse.Namespace) -> None:
 
             import ml_assets.storage.delta  # noqa: F401
 
-            _run_feature_function()
+            if task == "polars":
+                _run_feature_function()  # imports dagster
         _spec().feature_function(FEATURE)
 
         start, cpu_start = time.perf_counter(), time.process_time()

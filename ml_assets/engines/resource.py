@@ -21,7 +21,12 @@ from ml_assets.databricks.costs import CostModel
 from ml_assets.engines import ledger
 from ml_assets.engines.routing import Decision, Thresholds, decide, input_size
 from ml_assets.storage import delta
-from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake, column_schema
+from ml_assets.storage.io_manager import (
+    DeltaIOManager,
+    DeltaLake,
+    output_partitions,
+    write_metadata,
+)
 
 _SESSIONS: dict[str | None, Any] = {}
 
@@ -124,23 +129,9 @@ class EngineDeltaIOManager(DeltaIOManager):
 
     def _write_spark(self, context: dg.OutputContext, obj: Any) -> None:
         from ml_assets.engines import spark_delta
-        from ml_assets.storage.io_manager import _partition_values
 
-        partitions = None
-        if context.has_asset_partitions:
-            partitions = _partition_values(
-                context.asset_partitions_def, context.asset_partition_keys
-            )
+        partitions = output_partitions(context)
         result = spark_delta.write_partitions(
             obj, self.lake.table_uri(context.asset_key), partitions=partitions
         )
-        context.add_output_metadata(
-            {
-                "dagster/row_count": result.rows_written,
-                "dagster/uri": result.uri,
-                "dagster/column_schema": column_schema(result.schema),
-                "delta_version": result.version,
-                "table_row_count": result.table_rows,
-                "partitions_written": len(partitions) if partitions is not None else 0,
-            }
-        )
+        context.add_output_metadata(write_metadata(result, partitions))

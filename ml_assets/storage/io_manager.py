@@ -49,6 +49,27 @@ def _partition_values(
     return list(keys)
 
 
+def output_partitions(context: dg.OutputContext) -> list[delta.PartitionValue] | None:
+    """The partitions an output replaces; None for an unpartitioned asset (the whole table)."""
+    if not context.has_asset_partitions:
+        return None
+    return _partition_values(context.asset_partitions_def, context.asset_partition_keys)
+
+
+def write_metadata(
+    result: delta.WriteResult, partitions: list[delta.PartitionValue] | None
+) -> dict[str, object]:
+    """What every Delta write reports, whichever engine wrote it."""
+    return {
+        "dagster/row_count": result.rows_written,
+        "dagster/uri": result.uri,
+        "dagster/column_schema": column_schema(result.schema),
+        "delta_version": result.version,
+        "table_row_count": result.table_rows,
+        "partitions_written": len(partitions) if partitions is not None else 0,
+    }
+
+
 class DeltaLake(dg.ConfigurableResource):
     """Where the Delta tables live; assets that write side tables (quarantine) use it directly."""
 
@@ -78,23 +99,10 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: DeltaIOManager stores polars frames, "
                 f"got {type(obj).__name__}"
             )
-        partitions = None
-        if context.has_asset_partitions:
-            partitions = _partition_values(
-                context.asset_partitions_def, context.asset_partition_keys
-            )
+        partitions = output_partitions(context)
         uri = self.lake.table_uri(context.asset_key)
         result = delta.write_partitions(uri, obj, partitions=partitions)
-        context.add_output_metadata(
-            {
-                "dagster/row_count": result.rows_written,
-                "dagster/uri": result.uri,
-                "dagster/column_schema": column_schema(result.schema),
-                "delta_version": result.version,
-                "table_row_count": result.table_rows,
-                "partitions_written": len(partitions) if partitions is not None else 0,
-            }
-        )
+        context.add_output_metadata(write_metadata(result, partitions))
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         asset_key = context.asset_key
