@@ -192,6 +192,8 @@ def pandas_transaction_features(
     import numpy as np
     import pandas as pd
 
+    from ml_assets.pipelines.fraud.features import FEATURE_COLUMNS
+
     tx = transactions[transactions["event_date"] <= last]
     cust = customers[customers["event_date"] <= last]
     p = tx[
@@ -272,30 +274,7 @@ def pandas_transaction_features(
     p["cust_txn_count_prev_days"] = p["cust_txn_count_prev_days"].fillna(0).astype("int32")
     p["cust_amount_sum_prev_days"] = p["cust_amount_sum_prev_days"].fillna(0.0)
     p = p[(p["event_date"] >= first) & (p["event_date"] <= last)]
-    return p[
-        [
-            "event_id",
-            "customer_id",
-            "event_ts",
-            "event_date",
-            "amount",
-            "channel",
-            "merchant_category",
-            "hour",
-            "segment",
-            "region",
-            "credit_limit",
-            "new_account",
-            "prev_amount",
-            "mean_amount_prev",
-            "amount_to_prev_mean",
-            "n_prev_events",
-            "events_prev_hour",
-            "cust_txn_count_prev_days",
-            "cust_amount_sum_prev_days",
-            "is_fraud",
-        ]
-    ]
+    return p[list(FEATURE_COLUMNS)]
 
 
 def run_pandas(input_dir: Path, out: Path, days: list[dt.date]) -> int:
