@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml_assets.settings import Settings, load_settings, project_root
+from ml_assets.settings import DEMO_PIPELINE_SPEC, Settings, load_settings, project_root
 
 
 def _date(text: str) -> dt.date:
@@ -63,7 +63,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from ml_assets.headless import materialize_all
 
     prepare_dagster_home(settings)
-    if args.demo_days:
+    # Demo files only for the demo pipeline: a user's own pipelines bring their own files.
+    demo_loaded = any(
+        path.resolve() == DEMO_PIPELINE_SPEC.resolve() for path in settings.pipeline_specs
+    )
+    if args.demo_days and demo_loaded:
         landing = settings.landing_root / "fraud"
         if not (landing / "transactions").exists():
             cmd_demo_data(
@@ -182,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo-days",
         type=int,
         default=30,
-        help="generate this many days of demo data first if there is none (0: don't)",
+        help="when the demo pipeline is loaded and has no landing files, write this many days "
+        "of demo data first (0: don't)",
     )
     run.add_argument("--rows-per-day", type=int, default=5000)
     run.set_defaults(func=cmd_run)

@@ -6,9 +6,25 @@ import dagster as dg
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ingest.landing import scan_landing
+from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import Settings
 from ml_assets.storage.delta import table_exists
+
+
+def _check_line(check: dg.AssetCheckEvaluation) -> str:
+    """One line per check; a failure says what, where and how much, from its metadata."""
+    name = f"{check.asset_key.to_user_string()} {check.check_name}"
+    if check.passed:
+        return f"  check {name}: passed"
+    details = {key: value.value for key, value in check.metadata.items()}
+    where = (
+        f" ({details['failed_days']} of {details['days']} days failed)"
+        if "failed_days" in details
+        else ""
+    )
+    summary = details.get("summary", "")
+    return f"  check {name}: FAILED{where} {summary}".rstrip()
 
 
 def materialize_all(settings: Settings) -> int:
@@ -37,6 +53,7 @@ def materialize_all(settings: Settings) -> int:
         # Ingest and features over every landed day; then train, validate, promote; then score
         # the same days with whatever champion that left.
         steps = [(f"{spec.name}_ingest", days_range)]
+        champion_key = model_keys(spec).champion if spec.model is not None else None
         if spec.model is not None:
             steps += [(f"{spec.name}_train", {}), (f"{spec.name}_score", days_range)]
         for job_name, tags in steps:
@@ -49,10 +66,17 @@ def materialize_all(settings: Settings) -> int:
                     error = event.step_failure_data.error
                     while error.cause is not None:  # the user's exception, not the wrapper
                         error = error.cause
-                    print(f"  {event.step_key} failed: {error.message.strip()}")
+                    if error.cls_name != "DagsterAssetCheckFailedError":  # its check line says it
+                        print(f"  {event.step_key} failed: {error.message.strip()}")
                 elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-                    check = event.event_specific_data
-                    print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+                    print(_check_line(event.event_specific_data))
+                elif event.is_step_materialization and event.asset_key == champion_key:
+                    metadata = event.materialization.metadata
+                    change = "new" if metadata["changed"].value else "unchanged"
+                    print(
+                        f"  champion of {champion_key.path[-1].removesuffix('_champion')}: "
+                        f"version {metadata['champion_version'].value} ({change})"
+                    )
             if not result.success:
                 status = 1
                 break

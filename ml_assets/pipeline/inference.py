@@ -15,6 +15,7 @@ from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets.tracking.registry import CHAMPION, version_for_alias
+from ml_assets.tracking.scoring_model import conform_to_signature
 
 
 def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
@@ -50,8 +51,7 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         mlflow_tracking.activate()
         scorer = mlflow.pyfunc.load_model(f"models:/{model.name}/{champion.version}")
         rows = features.collect()
-        inputs = rows.select(list(scorer.metadata.get_input_schema().input_names()))
-        scores = scorer.predict(inputs.to_pandas())
+        scores = scorer.predict(conform_to_signature(rows, scorer.metadata.get_input_schema()))
         scored = rows.select(*id_columns, PARTITION_COLUMN).with_columns(
             pl.Series("score", scores, dtype=pl.Float64),
             pl.lit(model.name).alias("model_name"),

@@ -1,0 +1,48 @@
+"""The stored pyfunc scores feature rows whatever integer width their columns arrive with."""
+
+import mlflow.pyfunc
+import numpy as np
+import polars as pl
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from ml_assets.ml.estimators import build_pipeline, predict_scores, to_pandas_features
+from ml_assets.tracking.scoring_model import ScoringModel, conform_to_signature
+
+
+def test_an_int64_feature_column_is_scored_like_its_float_twin(tmp_path):
+    rng = np.random.default_rng(0)
+    term = rng.choice([12, 24, 36, 60], 400)
+    frame = pl.DataFrame(
+        {
+            "term_months": pl.Series(term, dtype=pl.Int64),  # a spec `int` column
+            "purpose": rng.choice(["car", "home"], 400),
+            "defaulted": (term == 60).astype(int),
+        }
+    )
+    numeric, categorical = ["term_months"], ["purpose"]
+    pipeline = build_pipeline(
+        task="classification",
+        estimator="logistic_regression",
+        params={},
+        seed=0,
+        numeric=numeric,
+        categorical=categorical,
+    ).fit(to_pandas_features(frame, numeric, categorical), frame["defaulted"].to_numpy())
+    example = to_pandas_features(frame.head(5), numeric, categorical)
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=ScoringModel(pipeline, "classification"),
+        signature=infer_signature(
+            example, predict_scores(pipeline, frame.head(5), task="classification")
+        ),
+    )
+    scorer = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    schema = scorer.metadata.get_input_schema()
+
+    # The signature says double; MLflow refuses the raw int64 column before our code runs.
+    with pytest.raises(MlflowException, match="term_months"):
+        scorer.predict(frame.select("term_months", "purpose").to_pandas())
+    scores = scorer.predict(conform_to_signature(frame, schema))
+    np.testing.assert_allclose(scores, predict_scores(pipeline, frame, task="classification"))
