@@ -319,6 +319,49 @@ def _format_error(exc: BaseException) -> str:
     return "".join(lines).strip()
 
 
+def _hang_at_call(targets: list[str], after_calls: int, matching: str | None) -> None:
+    """Make each ``module:attr[.attr]`` (a function or a method) hang forever from the
+    ``after_calls + 1``-th call of any of them on; with ``matching``, only calls with an argument
+    (or a ``table_uri`` of one: a Delta table) containing that text count.
+
+    Patched before the task's file runs, so ``from module import function`` in the task's code
+    binds the patched function; a method is patched on its class."""
+    import importlib
+
+    calls = [0]
+
+    def matches(args, kwargs) -> bool:
+        if matching is None:
+            return True
+        values = [*args, *kwargs.values()]
+        return any(matching in str(getattr(v, "table_uri", v)) for v in values)
+
+    def patch(target: str) -> None:
+        module_name, _, path = target.partition(":")
+        owner = importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        original = getattr(owner, name)
+
+        def hanging(*args, **kwargs):
+            if matches(args, kwargs):
+                calls[0] += 1
+                if calls[0] > after_calls:
+                    # the task's stdout may be redirected (databricks_step_main): the driver's own
+                    print(f"[databricks-standin] injected fault: hanging in {target}",
+                          file=sys.__stdout__, flush=True)  # fmt: skip
+                    while True:
+                        time.sleep(3600)
+            return original(*args, **kwargs)
+
+        hanging.__wrapped__ = original
+        setattr(owner, name, hanging)
+
+    for target in targets:
+        patch(target)
+
+
 def main() -> int:
     with open(sys.argv[1]) as fh:
         SPEC.update(json.load(fh))
@@ -348,7 +391,11 @@ def main() -> int:
         flush=True,
     )
 
-    if fault.get("kind") == "hang":
+    if fault.get("kind") == "hang" and fault.get("at_call"):
+        targets = fault["at_call"]
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        _hang_at_call(targets, int(fault.get("after_calls") or 0), fault.get("matching"))
+    elif fault.get("kind") == "hang":
         print("[databricks-standin] injected fault: hanging (never finishes)", flush=True)
         while True:
             time.sleep(3600)

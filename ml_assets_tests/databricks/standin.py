@@ -376,10 +376,25 @@ class DatabricksStandIn:
         before the task's Python file runs): ``TERMINATED``/``FAILED`` with an error trace."""
         self._faults["task_failure"] = [times, message]
 
-    def inject_hang(self, times: int | None = 1) -> None:
+    def inject_hang(
+        self,
+        times: int | None = 1,
+        *,
+        at_call: str | list[str] | None = None,
+        after_calls: int = 0,
+        matching: str | None = None,
+    ) -> None:
         """The next ``times`` submissions start a driver that never finishes (until cancelled
-        or the run's ``timeout_seconds`` expires)."""
-        self._faults["hang"] = [times, None]
+        or the run's ``timeout_seconds`` expires).
+
+        ``at_call="module:function"`` (or ``"module:Class.method"``, or a list of them): the
+        task runs normally until its ``after_calls + 1``-th call of one, and hangs inside it (a
+        step stuck half-way, e.g. in ``deltalake:DeltaTable.create_write_transaction``: data
+        files written, commit pending). ``matching``: only calls with an argument (or a Delta
+        table whose ``table_uri``) containing this text count. The driver prints
+        ``injected fault: hanging in <at_call>`` to its stdout when it gets there."""
+        options = {"at_call": at_call, "after_calls": after_calls, "matching": matching}
+        self._faults["hang"] = [times, options]
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -394,6 +409,8 @@ class DatabricksStandIn:
                 if remaining <= 0:
                     continue
                 entry[0] = remaining - 1
+            if isinstance(message, dict):  # structured fault options (hang)
+                return {"kind": kind, "message": None, **message}
             return {"kind": kind, "message": message}
         return None
 
