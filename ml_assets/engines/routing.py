@@ -70,7 +70,13 @@ def input_size(
         return InputSize()
     column = f"partition.{partition_column}"
     if partitions is not None and column in actions.columns:
-        wanted = pl.Series(list(partitions)).cast(actions.schema[column], strict=False)
+        dtype = actions.schema[column]
+        # ISO strings for a date column: Polars 2 no longer casts strings to dates
+        values = [
+            dt.date.fromisoformat(p) if isinstance(p, str) and dtype == pl.Date else p
+            for p in partitions
+        ]
+        wanted = pl.Series(values).cast(dtype, strict=False)
         actions = actions.filter(pl.col(column).is_in(wanted.implode()))
     rows = actions.get_column("num_records").fill_null(0).sum() if "num_records" in actions else 0
     return InputSize(int(actions.get_column("size_bytes").sum()), int(rows), actions.height)
