@@ -6,7 +6,6 @@ import io
 
 import dagster as dg
 import polars as pl
-from dagster._core.event_api import EventRecordsFilter
 
 from ml_assets.databricks.costs import COST_KEY, SECONDS_KEY
 
@@ -19,7 +18,8 @@ REPORT_SCHEMA = pl.Schema(
         "estimated_cost_usd": pl.Float64,
     }
 )
-EVENT_LIMIT = 100_000
+# Materialization records fetched per event-log query; cost_rows pages through all of them.
+PAGE_SIZE = 1000
 
 
 def _number(value: object) -> float | None:
@@ -27,32 +27,42 @@ def _number(value: object) -> float | None:
     return float(raw) if isinstance(raw, int | float) else None
 
 
-def cost_rows(instance: dg.DagsterInstance, since: dt.datetime | None = None) -> pl.DataFrame:
-    """One row per materialization that recorded a cost."""
-    records = instance.get_event_records(
-        EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
-            after_timestamp=since.timestamp() if since else None,
-        ),
-        limit=EVENT_LIMIT,
-    )
+def cost_rows(
+    instance: dg.DagsterInstance,
+    since: dt.datetime | None = None,
+    *,
+    page_size: int = PAGE_SIZE,
+) -> pl.DataFrame:
+    """One row per materialization that recorded a cost, for every asset in the event log."""
     rows = []
-    for record in records:
-        materialization = record.asset_materialization
-        if materialization is None:
-            continue
-        metadata = materialization.metadata
-        cost = _number(metadata.get(COST_KEY))
-        if cost is None:
-            continue
-        rows.append(
-            {
-                "day": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(),
-                "asset": materialization.asset_key.to_user_string(),
-                "compute_seconds": _number(metadata.get(SECONDS_KEY)) or 0.0,
-                "estimated_cost_usd": cost,
-            }
+    for asset_key in instance.get_asset_keys():
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=asset_key, after_timestamp=since.timestamp() if since else None
         )
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(
+                records_filter, limit=page_size, cursor=cursor, ascending=True
+            )
+            for record in page.records:
+                materialization = record.asset_materialization
+                if materialization is None:
+                    continue
+                metadata = materialization.metadata
+                cost = _number(metadata.get(COST_KEY))
+                if cost is None:
+                    continue
+                rows.append(
+                    {
+                        "day": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(),
+                        "asset": asset_key.to_user_string(),
+                        "compute_seconds": _number(metadata.get(SECONDS_KEY)) or 0.0,
+                        "estimated_cost_usd": cost,
+                    }
+                )
+            if not page.has_more:
+                break
+            cursor = page.cursor
     return pl.DataFrame(
         rows, schema={k: v for k, v in REPORT_SCHEMA.items() if k != "materializations"}
     )
