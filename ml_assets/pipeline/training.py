@@ -16,6 +16,7 @@ from mlflow.models import infer_signature
 from pydantic import Field
 
 import ml_assets
+from ml_assets.databricks.costs import CostModel
 from ml_assets.ml.estimators import predict_scores, split_columns, to_pandas_features
 from ml_assets.ml.evaluate import evaluate
 from ml_assets.ml.train import fit, search, time_split
@@ -106,8 +107,10 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         config: TrainConfig,
         lake: DeltaLake,
         mlflow_tracking: MlflowTracking,
+        costs: CostModel,
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
+        costs.start(context)
         seed = model.seed if config.seed is None else config.seed
         train_days = config.train_days or model.window.train_days
         holdout_days = config.holdout_days or model.window.holdout_days
@@ -245,6 +248,11 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 client.set_model_version_tag(model.name, version, key, value)
             run_id = run.info.run_id
             experiment_id = run.info.experiment_id
+            # What this training cost, by the deployment's cost model (the same numbers as every
+            # materialization's cost metadata), on the run next to its quality metrics.
+            cost = costs.stop(context.run.run_id, context.asset_key)
+            if cost is not None:
+                mlflow.log_metrics(cost.metrics())
         finished = time.perf_counter()
 
         url = mlflow_tracking.run_url(experiment_id, run_id)
@@ -265,6 +273,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "load_seconds": round(loaded_at - started, 3),
                 "tracking_seconds": round(finished - fitted_at, 3),
                 "wall_seconds": round(finished - started, 3),
+                **(cost.metadata() if cost is not None else {}),
             }
         )
 

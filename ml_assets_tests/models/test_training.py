@@ -5,8 +5,10 @@ import mlflow
 import polars as pl
 from mlflow.tracking import MlflowClient
 
+from ml_assets.definitions import build_definitions
+from ml_assets.settings import load_settings
 from ml_assets.tracking.registry import CHALLENGER, CHAMPION
-from ml_assets_tests.models.conftest import KEYS, LAST_DAY
+from ml_assets_tests.models.conftest import KEYS, LAST_DAY, Deployment
 
 
 def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey):
@@ -119,3 +121,27 @@ def test_every_run_and_artifact_stays_in_the_deployment(deployment, tmp_path, mo
     artifacts = deployment.settings.home / "mlflow" / "artifacts"
     assert all(r.info.artifact_uri.startswith(artifacts.as_uri()) for r in runs)
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_training_run_logs_its_compute_time_and_estimated_cost_as_mlflow_metrics(deployment):
+    # A price per CPU hour of 3600 USD makes the estimate equal the CPU seconds.
+    settings = load_settings(
+        {
+            "ML_ASSETS_HOME": str(deployment.settings.home),
+            "ML_ASSETS_LOCAL_CPU_PRICE_PER_HOUR": "3600",
+        }
+    )
+    priced = Deployment(settings, build_definitions(settings))
+    result = priced.materialize([KEYS.candidate])
+    assert result.success
+    metadata = {k: v.value for k, v in _materialization(result, KEYS.candidate).metadata.items()}
+    metrics = _client(priced).get_run(metadata["mlflow_run_id"]).data.metrics
+
+    assert metrics["cpu_seconds"] > 0 and metrics["compute_seconds"] > 0
+    assert metrics["compute_seconds"] <= metadata["wall_seconds"]
+    assert metrics["estimated_cost_usd"] > 0
+    assert abs(metrics["estimated_cost_usd"] - metrics["cpu_seconds"]) < 0.01
+    # the same numbers as the materialization's (numeric, plotted) cost metadata
+    for key in ("compute_seconds", "cpu_seconds", "estimated_cost_usd"):
+        assert metadata[key] == metrics[key]
+    assert metadata["cost_basis"].startswith("local: 3600.000 USD/CPU-h")
