@@ -7,6 +7,8 @@ from ml_assets.settings import project_root
 
 DOCS = [project_root() / "README.md", *sorted((project_root() / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# Commands quoted inline, e.g. `make clean`; usage synopses with [optional] parts are not.
+_INLINE = re.compile(r"`((?:\.venv/bin/|make |ml-assets )[^`\[]*)`")
 
 
 def code_blocks(path: Path, language: str) -> list[str]:
@@ -15,8 +17,8 @@ def code_blocks(path: Path, language: str) -> list[str]:
 
 
 def commands(path: Path) -> list[str]:
-    """Every command line of `path`'s ``bash`` and ``console`` blocks, continuations joined and
-    comments and console prompts removed."""
+    """Every command line of `path`'s ``bash`` and ``console`` blocks (continuations joined,
+    comments and console prompts removed), then its inline commands."""
     lines = []
     for language in ("bash", "console"):
         for block in code_blocks(path, language):
@@ -24,4 +26,5 @@ def commands(path: Path) -> list[str]:
                 line = line.removeprefix("$ ").split("  #")[0].strip()
                 if line and not line.startswith("#"):
                     lines.append(line)
-    return lines
+    text = _FENCE.sub("", path.read_text())
+    return lines + [" ".join(span.split()) for span in _INLINE.findall(text)]
