@@ -5,8 +5,17 @@ from __future__ import annotations
 import warnings
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from dagster_shared.record import copy
 
-from ml_assets.databricks.config import launcher_resource_key, load_compute_config
+from ml_assets.databricks.config import (
+    DATABRICKS_RUN_TAG,
+    LAUNCHER_KEY_PREFIX,
+    launcher_resource_key,
+    load_compute_config,
+)
 from ml_assets.databricks.costs import CostModel
 from ml_assets.engines.resource import Engine, EngineDeltaIOManager
 from ml_assets.maintenance import build_maintenance_job, build_maintenance_schedule
@@ -89,7 +98,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         for path in settings.pipeline_specs
     ]
     maintenance = build_maintenance_job()
-    return dg.Definitions.merge(
+    defs = dg.Definitions.merge(
         *pipelines,
         dg.Definitions(
             assets=[cost_report],
@@ -110,6 +119,43 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             executor=dg.in_process_executor,
         ),
     )
+    if settings.uses_databricks:
+        defs = tag_databricks_jobs(defs)
+    return defs
+
+
+def launcher_bound_assets(defs: dg.Definitions) -> set[dg.AssetKey]:
+    """Assets whose steps run through a Databricks step launcher (they require one)."""
+    return {
+        key
+        for assets_def in defs.assets or []
+        if isinstance(assets_def, dg.AssetsDefinition)
+        and any(k.startswith(LAUNCHER_KEY_PREFIX) for k in assets_def.required_resource_keys)
+        for key in assets_def.keys
+    }
+
+
+def tag_databricks_jobs(defs: dg.Definitions) -> dg.Definitions:
+    """Tag every asset job that materializes a launcher-bound asset with `ml_assets/databricks`.
+
+    The run queue limits *run* tags (dagster.yaml's `tag_concurrency_limits`); asset and op tags
+    never reach a run. Job tags do: every run of these jobs (launchpad, schedules, sensors that
+    target them, backfills of the job) carries the tag, so at most the configured number of
+    them, each starting job clusters, run at once.
+    """
+    bound = launcher_bound_assets(defs)
+    graph = defs.resolve_asset_graph()
+    jobs = []
+    for job in defs.jobs or []:
+        if isinstance(job, UnresolvedAssetJobDefinition) and job.selection.resolve(graph) & bound:
+            tag = {DATABRICKS_RUN_TAG: "true"}
+            job = copy(
+                job,
+                tags={**(job.tags or {}), **tag},
+                run_tags={**(job.run_tags or {}), **tag} if job.run_tags is not None else None,
+            )
+        jobs.append(job)
+    return copy(defs, jobs=jobs)
 
 
 @dg.definitions
@@ -127,6 +173,8 @@ def job_for(name: str, with_checks: bool = True) -> dg.JobDefinition:
         return job
     keys = job.asset_layer.executable_asset_keys
     bare = dg.define_asset_job(
-        f"{name}_without_checks", selection=dg.AssetSelection.assets(*keys).without_checks()
+        f"{name}_without_checks",
+        selection=dg.AssetSelection.assets(*keys).without_checks(),
+        tags=dict(job.run_tags),  # the same run tags (pipeline, Databricks concurrency)
     )
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[bare])).resolve_job_def(bare.name)

@@ -118,9 +118,16 @@ class ComputeConfig:
         return name
 
 
+# Resource keys of step launchers start with this; runs that use one carry DATABRICKS_RUN_TAG.
+LAUNCHER_KEY_PREFIX = "databricks_"
+# Run tag of runs whose steps start Databricks job clusters; dagster.yaml limits how many run
+# at once (`concurrency.runs.tag_concurrency_limits`).
+DATABRICKS_RUN_TAG = "ml_assets/databricks"
+
+
 def launcher_resource_key(profile: str) -> str:
     """The resource key of the step launcher that runs steps on `profile`'s clusters."""
-    return f"databricks_{profile}"
+    return f"{LAUNCHER_KEY_PREFIX}{profile}"
 
 
 def _profile(name: str, raw: dict[str, Any]) -> ComputeProfile:

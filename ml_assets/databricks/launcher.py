@@ -45,7 +45,6 @@ REMOTE_DISTRIBUTIONS = (
     "dagster-mlflow",
     "scikit-learn",
 )
-DATABRICKS_RUN_TAG = "ml_assets/databricks"
 
 
 def remote_libraries(extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import polars.testing
 
+from ml_assets.databricks.config import DATABRICKS_RUN_TAG
 from ml_assets_tests.databricks.conftest import (
     CUSTOMERS,
     DEPLOYMENT_MARKS,
@@ -59,6 +60,8 @@ def test_dev_deployment_runs_raw_and_features_on_the_cluster_like_local_polars(
     assert features["estimated_cost_usd"] > 0 and features["compute_seconds"] > 0
     assert meta[TRANSACTIONS.to_user_string()]["engine"] == "polars"
 
+    # the run counts against dagster.yaml's limit of concurrent Databricks runs
+    assert outcome.run.tags[DATABRICKS_RUN_TAG] == "true"
     # the token never reaches the event log, the metadata or the run's tags
     outcome.assert_token_absent(dev.dbx.token)
 
