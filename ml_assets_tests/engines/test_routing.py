@@ -9,7 +9,6 @@ its reason in the materialization metadata.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +223,8 @@ def test_an_explicit_engine_overrides_the_thresholds(
 
 
 @pytest.mark.spark
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java for local Spark")
+# the suite's one local Spark session (skips without Java): the engine's session attaches to it
+@pytest.mark.usefixtures("spark")
 def test_materialization_above_the_thresholds_with_spark_runs_on_spark(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
