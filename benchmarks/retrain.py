@@ -6,7 +6,8 @@ plots, MLflow artifacts) → gates → champion. The question is how much of its
 platform (Dagster and MLflow) rather than the work itself: reading the data, fitting, and the
 model computations of the report.
 
-    .venv/bin/python benchmarks/retrain.py --rows 1000000
+    .venv/bin/python benchmarks/retrain.py --rows 1000000 --json out.json
+    .venv/bin/python benchmarks/retrain.py --quick     # tiny smoke run
 
 The feature table is prepared once per size (not timed) under --workdir. Each timed run starts
 from a copy of it with a fresh MLflow store, so it is a first training (no champion to compare).
@@ -14,29 +15,24 @@ from a copy of it with a fresh MLflow store, so it is a first training (no champ
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
+from _common import command_line, demo_settings, measure, report
 
 from ml_assets.definitions import build_definitions, build_resources
 from ml_assets.demo.generate import write_demo_data
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
-from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
+from ml_assets.settings import DEMO_PIPELINE_SPEC
 
 DAYS = 28  # the demo model's 21 training + 7 holdout days
 START = dt.date(2026, 1, 1)
 KEYS = model_keys(load_spec(DEMO_PIPELINE_SPEC))
-
-
-def _settings(home: Path):
-    return load_settings({"ML_ASSETS_HOME": str(home)})
+QUICK_ROWS = DAYS * 500
 
 
 def prepare(workdir: Path, rows: int) -> Path:
@@ -45,7 +41,7 @@ def prepare(workdir: Path, rows: int) -> Path:
     if (home / "lake" / "fraud" / "features").exists():
         return home
     shutil.rmtree(home, ignore_errors=True)
-    settings = _settings(home)
+    settings = demo_settings(home)
     write_demo_data(
         settings.landing_root / "fraud", start=START, days=DAYS, rows_per_day=rows // DAYS, seed=5
     )
@@ -66,7 +62,7 @@ def prepare(workdir: Path, rows: int) -> Path:
 def retrain_once(prepared: Path, scratch: Path) -> dict[str, float]:
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(prepared / "lake", scratch / "lake")
-    settings = _settings(scratch)
+    settings = demo_settings(scratch)
     job = build_definitions(settings).resolve_job_def("fraud_train")
     started = time.perf_counter()
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
@@ -91,34 +87,41 @@ def retrain_once(prepared: Path, scratch: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="transactions in all")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs; the best is kept")
-    parser.add_argument("--workdir", default="/tmp/ml_assets_bench_retrain")
-    parser.add_argument("--json", help="also write the result to this file")
-    args = parser.parse_args()
-    workdir = Path(args.workdir)
-    prepared = prepare(workdir, args.rows)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"tiny smoke run: {QUICK_ROWS:,} rows, once"
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ml_assets_bench_retrain"))
+    parser.add_argument("--json", type=Path, help="also write the result to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.repeat = QUICK_ROWS, 1
+    prepared = prepare(args.workdir, args.rows)
     # A fresh folder per run: MLflow keeps a connection to a store path once it has used it.
-    runs = [retrain_once(prepared, workdir / f"scratch_{i}") for i in range(args.repeat)]
+    runs = [retrain_once(prepared, args.workdir / f"scratch_{i}") for i in range(args.repeat)]
     best = min(runs, key=lambda r: r["wall_seconds"])
-    print(f"machine: {os.cpu_count()} cores, {platform.python_version()}, polars {pl.__version__}")
-    print(f"retrain of the demo model on {args.rows:,} rows ({best['train_rows']:,} to train on)")
-    for name in (
-        "wall_seconds",
-        "load_seconds",
-        "fit_seconds",
-        "report_compute_seconds",
-        "mlflow_seconds",
-        "overhead_seconds",
-    ):
-        print(f"  {name:24s} {best[name]:8.2f}")
-    print(f"  {'overhead_share':24s} {best['overhead_share']:8.1%}  (target: under 20%)")
-    print(f"  {'holdout_roc_auc':24s} {best['holdout_roc_auc']:8.3f}")
-    print(f"command: python benchmarks/retrain.py --rows {args.rows} --repeat {args.repeat}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": args.rows, "runs": runs, "best": best}))
+    measures = [
+        measure("retrain wall time", best["wall_seconds"], "s"),
+        measure("reading the window", best["load_seconds"], "s"),
+        measure("fitting", best["fit_seconds"], "s"),
+        measure("report compute", best["report_compute_seconds"], "s"),
+        measure("MLflow logging", best["mlflow_seconds"], "s"),
+        measure("Dagster + MLflow overhead", best["overhead_seconds"], "s"),
+        measure("overhead share", 100 * best["overhead_share"], "%", "target: under 20 %"),
+    ]
+    report(
+        f"retrain of the demo model on {args.rows:,} rows ({best['train_rows']:,} to train on, "
+        f"holdout ROC AUC {best['holdout_roc_auc']:.3f}, best of {args.repeat})",
+        measures,
+        command_line(__file__, sys.argv[1:] if argv is None else argv),
+        args.json,
+        rows=args.rows,
+        runs=runs,
+        best=best,
+    )
 
 
 if __name__ == "__main__":
