@@ -1,4 +1,4 @@
-"""Benchmark of the local feature build: IO floor vs the Polars production path vs pandas.
+"""Benchmark of the local feature build: IO floor vs the Polars production path vs pandas/Spark.
 
 Measures one single-run backfill of `transaction_features` over all days of a generated demo
 data set, the way the Dagster asset does it, against references:
@@ -12,14 +12,47 @@ data set, the way the Dagster asset does it, against references:
   of mostly high-entropy floats vs 10 mostly repetitive ones). Informational.
 * ``pandas``   -- the same feature logic written straightforwardly in pandas
   (`DeltaTable.to_pandas`, groupby/shift/merge, `write_deltalake`).
+* ``spark``    -- the same narwhals function on local PySpark (``local[2]``, the project's
+  `LazySparkResource` defaults plus an 8 GB driver heap) through the project's Spark engine:
+  `spark_delta.read_delta` (the Delta bridge: file list from the log -> `spark.read.parquet`),
+  `run_feature_function`, `spark_delta.write_partitions` (Arrow -> the same
+  `write_partitions`). The session is started before the clock (a warm Spark); its start-up is
+  reported as ``startup_seconds``. ``--spark-max-rows`` (default 1,000,000) skips it above a
+  size: at 10M rows it takes minutes.
 
-Each measured run is a fresh interpreter (a subprocess, never a fork) so its peak RSS is its
-own; the input tables are read once before every run so each starts from the same warm page
-cache. Only the build itself is timed, not interpreter start-up, imports or data generation.
-Generated input is cached under ``--workdir`` keyed by size, so reruns skip generation.
+Each measured run is a fresh interpreter (a subprocess, never a fork). Peak RSS is the high-water
+mark (VmHWM) of that process plus, for Spark, its JVM (the sum of the two peaks); CPU seconds
+include the JVM's too. The input tables are read once before every run so each starts from the
+same warm page cache. Only the build itself is timed, not interpreter start-up, imports or data
+generation. Generated input is cached under ``--workdir`` keyed by size, so reruns skip it.
 
     python benchmarks/feature_build.py --rows 1000000,10000000 --days 10 --json bench.json
     python benchmarks/feature_build.py --quick          # tiny CI smoke run
+
+``--json FILE`` writes one object (the numbers here only illustrate the shape)::
+
+    {
+      "machine": {"cores": 2, "cpu": ..., "ram_gb": ..., "python": ..., "polars": ..., ...},
+      "command": "python benchmarks/feature_build.py ...",   # reproduces the run
+      "days": 10, "repeat": 1,
+      "results": [                  # one entry per variant and size that ran
+        {"variant": "polars",       # io_floor | polars | output_floor | pandas | spark
+         "rows": 10000000,          # the --rows size
+         "input_rows": 10000000, "rows_written": 10000000,
+         "seconds": 8.7,            # best wall-clock run
+         "all_seconds": [...], "cpu_seconds": 14.2, "peak_rss_mb": 2715.0,
+         "ratio_vs_io_floor": 2.1,  # seconds / io_floor seconds at that size (null if absent)
+         "ratio_vs_pandas": 0.1,    # seconds / pandas seconds (pandas speed-up = 1 / this)
+         "ratio_vs_polars": 1.0,
+         "cpu_busy_before": 0.02,   # machine's busy share just before the best run
+         "startup_seconds": 11.8}   # spark only: session start, not in "seconds"
+      ],
+      "skipped": [{"variant": "spark", "rows": 10000000, "reason": "..."}],
+      "parity": {"ok": true, "rows": ..., "size": ..., "problems": [], ...},  # polars vs pandas
+      "parity_spark": {...},        # polars vs spark, same shape (null if not run)
+      "targets": {"polars_vs_pandas_speedup": 9.2, "polars_10x_faster_than_pandas": false,
+                  "polars_vs_io_floor": 1.9, "polars_within_2x_io_floor": true, ...}
+    }
 """
 
 from __future__ import annotations
@@ -43,8 +76,11 @@ from typing import Any
 
 START = dt.date(2026, 1, 1)
 SEED = 7
-VARIANTS = ("io_floor", "polars", "output_floor", "pandas")
+VARIANTS = ("io_floor", "polars", "output_floor", "pandas", "spark")
 QUICK_ROWS = 20_000
+# Local Spark needs minutes at 10M rows on 2 cores, more than the whole suite's budget allows.
+SPARK_MAX_ROWS = 1_000_000
+SPARK_DRIVER_MEMORY = "8g"
 FEATURE = "transaction_features"
 RESULT_PREFIX = "RESULT "
 # Share of the machine's CPU in use just before a run above which the run is flagged.
@@ -123,16 +159,21 @@ def _production_inputs(input_dir: Path, days: list[dt.date]):
 
     spec = _spec()
     feature = spec.features[FEATURE]
-    last = days[-1]
-    frames = {}
-    for name, read in feature.inputs.items():
-        if read.history == "all":  # AllPartitionMapping: every partition key up to today
-            first = spec.start_date
-        else:  # TimeWindowPartitionMapping(start_offset=-lookback_days)
-            first = days[0] - dt.timedelta(days=read.lookback_days)
-        keys = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-        frames[name] = delta.scan(str(input_dir / name), partitions=keys)
+    frames = {
+        name: delta.scan(str(input_dir / name), partitions=_input_keys(spec, read, days))
+        for name, read in feature.inputs.items()
+    }
     return spec, feature, frames
+
+
+def _input_keys(spec, read, days: list[dt.date]) -> list[dt.date]:
+    """The partition keys the asset's partition mapping loads for an input."""
+    if read.history == "all":  # AllPartitionMapping: every partition key up to today
+        first = spec.start_date
+    else:  # TimeWindowPartitionMapping(start_offset=-lookback_days)
+        first = days[0] - dt.timedelta(days=read.lookback_days)
+    last = days[-1]
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def run_io_floor(input_dir: Path, out: Path, days: list[dt.date]) -> int:
@@ -298,11 +339,45 @@ def run_output_floor(features_table: Path, out: Path, days: list[dt.date]) -> in
     return delta.write_partitions(str(out), frame, partitions=days).rows_written
 
 
+def run_spark(input_dir: Path, out: Path, days: list[dt.date]) -> int:
+    """The feature asset's body on the Spark engine plus the Spark IO manager's write."""
+    from ml_assets.engines import spark_delta
+    from ml_assets.engines.run import run_feature_function
+
+    spark = _spark_session()
+    spec = _spec()
+    feature = spec.features[FEATURE]
+    inputs = {
+        name: spark_delta.read_delta(
+            spark, str(input_dir / name), partitions=_input_keys(spec, read, days)
+        )
+        for name, read in feature.inputs.items()
+    }
+    output = run_feature_function(
+        spec.feature_function(FEATURE), inputs, feature.params, days[0], days[-1]
+    )
+    return spark_delta.write_partitions(output, str(out), partitions=days).rows_written
+
+
+@functools.cache
+def _spark_session():
+    from ml_assets.engines.spark_session import LazySparkResource
+
+    # The Delta bridge collects the result into the driver (toArrow); the default 1 GB heap
+    # runs out at 10M rows.
+    session = LazySparkResource(
+        app_name="ml_assets_bench", spark_config={"spark.driver.memory": SPARK_DRIVER_MEMORY}
+    ).spark_session
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
 RUNNERS = {
     "io_floor": run_io_floor,
     "polars": run_polars,
     "output_floor": run_output_floor,
     "pandas": run_pandas,
+    "spark": run_spark,
 }
 
 
@@ -358,8 +433,16 @@ def child_main(args: argparse.Namespace) -> None:
         import deltalake  # noqa: F401
         import pyarrow  # noqa: F401
 
+        startup = None
         if task == "pandas":
             import pandas  # noqa: F401
+        elif task == "spark":
+            import ml_assets.engines.run
+            import ml_assets.engines.spark_delta
+
+            started = time.perf_counter()
+            _spark_session()
+            startup = time.perf_counter() - started
         else:
             import narwhals  # noqa: F401
             import polars  # noqa: F401
@@ -370,18 +453,58 @@ def child_main(args: argparse.Namespace) -> None:
                 _run_feature_function()  # imports dagster
         _spec().feature_function(FEATURE)
 
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         rows = RUNNERS[task](args.input, args.output, _days(args.days))
         seconds = time.perf_counter() - start
-        cpu_seconds = time.process_time() - cpu_start  # all threads of this process
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        cpu_seconds = _cpu_seconds() - cpu_start
         result = {
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "rows_written": rows,
-            "peak_rss_mb": peak_kb / 1024,
+            "peak_rss_mb": _peak_rss_mb(),
         }
+        if startup is not None:
+            result["startup_seconds"] = startup
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes started by `pid`, at any depth (the Spark JVM is a grandchild: spark-submit)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) and its live descendants."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process plus that of each live descendant (the Spark JVM)."""
+    total_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
 
 
 # ------------------------------------------------------------------------------------------
@@ -496,7 +619,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     header = (
-        f"{'variant':<12} {'rows':>12} {'seconds':>9} {'vs polars':>10} "
+        f"{'variant':<12} {'rows':>12} {'seconds':>9} {'vs polars':>10} {'vs pandas':>10} "
         f"{'vs io_floor':>12} {'CPU s':>8} {'peak RSS MB':>12}"
     )
     print(header)
@@ -508,10 +631,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
         flagged = flagged or bool(mark)
         print(
             f"{r['variant']:<12} {r['rows']:>12,} {r['seconds']:>9.2f} "
-            f"{_fmt_ratio(r['ratio_vs_polars']):>10} {_fmt_ratio(r['ratio_vs_io_floor']):>12} "
+            f"{_fmt_ratio(r['ratio_vs_polars']):>10} {_fmt_ratio(r['ratio_vs_pandas']):>10} "
+            f"{_fmt_ratio(r['ratio_vs_io_floor']):>12} "
             f"{r['cpu_seconds']:>8.2f} {r['peak_rss_mb']:>12,.0f}{mark}"
         )
-    print("(seconds: best wall-clock run; CPU s: user+system time of that run, all threads)")
+    print(
+        "(seconds: best wall-clock run; CPU s: user+system time of that run, all threads and "
+        "the Spark JVM; peak RSS: this process + the JVM)"
+    )
     if flagged:
         print(f"* the machine was over {BUSY_WARNING:.0%} busy just before this run")
 
@@ -551,6 +678,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="before each run, wait up to this long for other processes to go quiet (default: 0)",
     )
+    parser.add_argument(
+        "--spark-max-rows",
+        type=int,
+        default=SPARK_MAX_ROWS,
+        metavar="ROWS",
+        help="skip the spark variant at sizes above this; local Spark takes minutes at 10M "
+        "rows (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     # Internal: the subprocess side.
     parser.add_argument(
@@ -589,6 +724,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     ]
     if args.wait_idle:
         parts += ["--wait-idle", f"{args.wait_idle:g}"]
+    if "spark" in args.variant_list:
+        parts += ["--spark-max-rows", str(args.spark_max_rows)]
     if args.json:
         parts += ["--json", str(args.json)]
     return shlex.join(parts)
@@ -606,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {command}")
 
     results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     parity: dict[str, Any] | None = None
+    parity_spark: dict[str, Any] | None = None
     for rows in args.sizes:
         print(f"\n== {rows:,} rows over {args.days} days ({rows // args.days:,} rows/day) ==")
         input_dir = ensure_input(args.workdir, rows, args.days)
@@ -614,6 +753,11 @@ def main(argv: list[str] | None = None) -> int:
         size_results: dict[str, dict[str, Any]] = {}
         out_root = args.workdir / "output" / f"rows{rows}_days{args.days}"
         for variant in args.variant_list:
+            if variant == "spark" and rows > args.spark_max_rows:
+                reason = f"above --spark-max-rows {args.spark_max_rows:,}"
+                skipped.append({"variant": variant, "rows": rows, "reason": reason})
+                print(f"  spark skipped: {reason}")
+                continue
             out = out_root / variant
             source = input_dir
             if variant == "output_floor":
@@ -635,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                 note = ""
                 if busy is not None and busy > BUSY_WARNING:
                     note = f"  (machine {busy:.0%} busy before the run: timings may be inflated)"
+                if "startup_seconds" in run:
+                    note = f"  (session start {run['startup_seconds']:.1f}s, not counted)" + note
                 print(
                     f"  {variant:<12} run {len(runs)}: {run['seconds']:.2f}s wall, "
                     f"{run['cpu_seconds']:.2f}s CPU, peak RSS {run['peak_rss_mb']:,.0f} MB{note}",
@@ -652,11 +798,15 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_busy_before": best["cpu_busy_before"],
                 "all_seconds": [r["seconds"] for r in runs],
             }
+            if "startup_seconds" in best:
+                size_results[variant]["startup_seconds"] = best["startup_seconds"]
         polars_s = size_results.get("polars", {}).get("seconds")
         floor_s = size_results.get("io_floor", {}).get("seconds")
+        pandas_s = size_results.get("pandas", {}).get("seconds")
         for r in size_results.values():
             r["ratio_vs_polars"] = _ratio(r["seconds"], polars_s)
             r["ratio_vs_io_floor"] = _ratio(r["seconds"], floor_s)
+            r["ratio_vs_pandas"] = _ratio(r["seconds"], pandas_s)
         results.extend(size_results.values())
 
         if parity is None and {"polars", "pandas"} <= set(size_results):
@@ -666,6 +816,15 @@ def main(argv: list[str] | None = None) -> int:
             parity["size"] = rows
             status = "ok" if parity["ok"] else "FAILED: " + "; ".join(parity["problems"])
             print(f"  parity ({rows:,} rows, polars vs pandas): {status}")
+        if parity_spark is None and {"polars", "spark"} <= set(size_results):
+            parity_spark = run_child(
+                "parity", "--input", str(out_root / "polars"), "--output", str(out_root / "spark")
+            )
+            parity_spark["size"] = rows
+            status = (
+                "ok" if parity_spark["ok"] else "FAILED: " + "; ".join(parity_spark["problems"])
+            )
+            print(f"  parity ({rows:,} rows, polars vs spark): {status}")
 
     print()
     print_table(results)
@@ -676,6 +835,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if parity["dtype_differences"]:
             print(f"  dtype differences (polars, pandas): {parity['dtype_differences']}")
+    if parity_spark is not None:
+        print(
+            f"parity: {'ok' if parity_spark['ok'] else 'FAILED'} "
+            f"({parity_spark['rows']:,} rows at size {parity_spark['size']:,}, polars vs spark)"
+        )
 
     largest = max(args.sizes)
     by_variant = {r["variant"]: r for r in results if r["rows"] == largest}
@@ -712,13 +876,15 @@ def main(argv: list[str] | None = None) -> int:
             "days": args.days,
             "repeat": args.repeat,
             "results": results,
+            "skipped": skipped,
             "parity": parity,
+            "parity_spark": parity_spark,
             "targets": targets,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
-    if parity is not None and not parity["ok"]:
+    if any(check is not None and not check["ok"] for check in (parity, parity_spark)):
         return 1
     return 0
 

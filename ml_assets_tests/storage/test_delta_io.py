@@ -1,13 +1,17 @@
-"""The Delta IO manager: partition overwrite, windowed and full loads, backfills, concurrency."""
+"""The Delta IO manager: partition overwrite, windowed and full loads, backfills, concurrency,
+and the write path (Polars-written files committed by delta-rs)."""
 
 import datetime as dt
 import multiprocessing
 from pathlib import Path
+from urllib.parse import unquote
 
 import dagster as dg
 import polars as pl
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, SchemaMismatchError
+from polars.testing import assert_frame_equal
 
 from ml_assets.storage import delta
 from ml_assets.storage.io_manager import DeltaIOManager, DeltaLake
@@ -195,3 +199,135 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert table["event_date"].n_unique() == 6
     assert table.height == 6 * 50
     assert table["id"].n_unique() == table.height
+
+
+def _files_on_disk(uri: str) -> set[str]:
+    return {p.relative_to(uri).as_posix() for p in Path(uri).rglob("*.parquet")}
+
+
+def _files_in_log(uri: str) -> set[str]:
+    paths = pl.DataFrame(DeltaTable(uri).get_add_actions()).get_column("path")
+    return {unquote(p) for p in paths}
+
+
+def test_first_write_creates_the_table_like_delta_rs_would(tmp_path):
+    """Polars writes the files, delta-rs only commits them: the table must look the same as one
+    `write_deltalake` creates (schema, partitioning, protocol), in one commit."""
+    day = dt.date(2026, 1, 1)
+    stamps = pl.Series([dt.datetime(2026, 1, 1, 8, 30)] * 2)
+    frame = pl.DataFrame(
+        {
+            "event_date": [day, day],
+            "ntz": stamps.cast(pl.Datetime("ns")),
+            "utc": stamps.dt.replace_time_zone("Europe/Paris"),
+            "kind": pl.Series(["a", "b"], dtype=pl.Categorical),
+            "n": pl.Series([1, 2], dtype=pl.Int32),
+        }
+    )
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    result = delta.write_partitions(ours, frame, partitions=[day])
+    write_deltalake(theirs, frame.to_arrow(), partition_by=["event_date"])
+    table, reference = DeltaTable(ours), DeltaTable(theirs)
+    assert result.version == table.version() == 0
+    assert table.metadata().partition_columns == ["event_date"]
+    types = [(f.name, str(f.type)) for f in table.schema().fields]
+    assert types == [(f.name, str(f.type)) for f in reference.schema().fields]
+    assert table.protocol() == reference.protocol()
+    assert_frame_equal(pl.read_delta(ours), pl.read_delta(theirs))
+    # Data files leave the partition column to the log, as delta-rs and Spark do.
+    (data_file,) = Path(ours).rglob("*.parquet")
+    assert "event_date" not in pl.read_parquet_schema(data_file)
+
+
+def test_add_actions_carry_the_file_statistics(tmp_path):
+    """Row counts (read by engine routing), sizes and min/max/null counts (data skipping)."""
+    uri = str(tmp_path / "t")
+    days = [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
+    frame = pl.concat([_rows_for(days[0], n=3), _rows_for(days[1], n=5, salt=10)]).with_columns(
+        ts=pl.datetime(2026, 1, 1, 12) + pl.duration(microseconds=pl.col("value") * 1500),
+        note=pl.when(pl.col("value") > 10).then(pl.lit("x" * 40)),
+    )
+    result = delta.write_partitions(uri, frame, partitions=days)
+    assert result.table_rows == 8
+    actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True)).sort(
+        "partition.event_date"
+    )
+    assert actions["num_records"].to_list() == [3, 5]
+    assert actions["min.value"].to_list() == [0.0, 10.0]
+    assert actions["max.value"].to_list() == [2.0, 14.0]
+    assert actions["min.id"].to_list() == ["2026-01-01-0", "2026-01-02-0"]
+    assert actions["null_count.note"].to_list() == [3, 1]
+    for path, size in actions.select("path", "size_bytes").iter_rows():
+        assert (Path(uri) / unquote(path)).stat().st_size == size
+    # Timestamps are kept to the millisecond: the max is rounded up, so it still bounds the
+    # data and a filter on the exact latest value finds its row.
+    latest = frame["ts"].max()
+    assert actions["max.ts"][1] >= latest
+    assert delta.scan(uri).filter(pl.col("ts") >= latest).collect().height == 1
+
+
+def test_failed_commit_leaves_the_table_and_its_folder_as_they_were(tmp_path):
+    """Polars writes the new files before delta-rs commits them. When the commit fails (here:
+    an append-only table refuses to drop a partition's old files) the table stays at its
+    version and the written files are deleted again."""
+    uri = str(tmp_path / "t")
+    day = dt.date(2026, 1, 1)
+    write_deltalake(
+        uri,
+        _rows_for(day).to_arrow(),
+        partition_by=["event_date"],
+        configuration={"delta.appendOnly": "true"},
+    )
+    files = _files_on_disk(uri)
+    with pytest.raises(CommitFailedError, match="append-only"):
+        delta.write_partitions(uri, _rows_for(day, salt=5), partitions=[day])
+    assert DeltaTable(uri).version() == 0
+    assert_frame_equal(pl.read_delta(uri), _rows_for(day))
+    assert _files_on_disk(uri) == files == _files_in_log(uri)
+
+
+def test_a_changed_schema_is_refused_before_anything_is_written(tmp_path):
+    uri = str(tmp_path / "t")
+    day = dt.date(2026, 1, 1)
+    delta.write_partitions(uri, _rows_for(day), partitions=[day])
+    files = _files_on_disk(uri)
+    with pytest.raises(SchemaMismatchError, match=r"missing \['value'\]"):
+        delta.write_partitions(uri, _rows_for(day).drop("value"), partitions=[day])
+    with pytest.raises(SchemaMismatchError, match="extra"):
+        delta.write_partitions(uri, _rows_for(day).with_columns(extra=1), partitions=[day])
+    assert _files_on_disk(uri) == files
+    # Columns in another order and a narrower type are accepted, as write_deltalake does.
+    narrower = _rows_for(day, salt=1).select("value", "id", "event_date")
+    delta.write_partitions(uri, narrower.cast({"value": pl.Float32}), partitions=[day])
+    assert pl.read_delta(uri).sort("id")["value"].to_list() == [1.0, 2.0, 3.0]
+
+
+def test_rows_without_a_partition_value_are_refused(tmp_path):
+    uri = str(tmp_path / "t")
+    day = dt.date(2026, 1, 1)
+    rows = pl.concat([_rows_for(day), _rows_for(day).with_columns(event_date=None)])
+    with pytest.raises(ValueError, match=r"3 rows .* fall outside"):
+        delta.write_partitions(uri, rows, partitions=[day])
+    assert not delta.table_exists(uri)
+
+
+def test_string_partitions_with_awkward_values_round_trip(tmp_path):
+    """Dynamic partitions are strings: quotes, slashes, '=' and '%' must land in their own
+    partition folder and be replaced exactly."""
+    uri = str(tmp_path / "t")
+    keys = ["it's", "a/b", "x=y", "50%", "plain"]
+    frame = pl.DataFrame({"key": keys, "value": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    delta.write_partitions(uri, frame, partitions=keys, partition_column="key")
+    delta.write_partitions(
+        uri,
+        pl.DataFrame({"key": ["a/b"], "value": [20.0]}),
+        partitions=["a/b"],
+        partition_column="key",
+    )
+    table = pl.read_delta(uri).sort("key")
+    assert table.rows() == sorted(zip(keys, [1.0, 20.0, 3.0, 4.0, 5.0], strict=True))
+    only = delta.scan(uri, partitions=["50%"], partition_column="key").collect()
+    assert only["value"].to_list() == [4.0]
+    # One live file per key, each where the log says (the replaced one awaits VACUUM).
+    assert len(_files_in_log(uri)) == len(keys)
+    assert _files_in_log(uri) <= _files_on_disk(uri)
