@@ -12,6 +12,7 @@ produced is reported together, after the run ends.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -136,8 +137,12 @@ def _metadata_summary(metadata: dict[str, Any]) -> list[str]:
             shown = f"{raw:.4g}"
         elif isinstance(raw, int | bool | str):
             shown = str(raw)
+        elif isinstance(raw, dict | list):
+            # JSON metadata. Not `value.text`: on most metadata values that is the
+            # `MetadataValue.text` constructor, which rendered as "<function ...>".
+            shown = json.dumps(raw, sort_keys=True, default=str)
         else:
-            shown = str(getattr(value, "text", None) or raw)
+            shown = str(raw)
         shown = " ".join(shown.split())
         if len(shown) > _MAX_VALUE_CHARS:
             shown = shown[: _MAX_VALUE_CHARS - 1] + "…"
@@ -245,6 +250,7 @@ def _run_notifications(instance: dg.DagsterInstance, record: Any) -> tuple[Notif
             message = _first_line(error.message if error else event.message)
             step_failures.append(f"• step `{event.step_key}`: {message}")
             failed_steps.append(str(event.step_key))
+    notes = _one_message_per_check(notes)
     if record.event_log_entry.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE:
         failed_at = dt.datetime.fromtimestamp(entry.timestamp, dt.UTC)
         # Ad-hoc asset runs have hidden job names (`__ASSET_JOB`): name the failed steps instead.
@@ -264,6 +270,23 @@ def _run_notifications(instance: dg.DagsterInstance, record: Any) -> tuple[Notif
             )
         )
     return tuple(notes)
+
+
+def _one_message_per_check(notes: list[Notification]) -> list[Notification]:
+    """A range run records one verdict for the range (no partition) and one per day: report the
+    range verdict, which lists the failing days, not each day again."""
+    ranged = {
+        (n.details["asset"], n.details["check"])
+        for n in notes
+        if n.kind == "check_failure" and n.details.get("partition") is None
+    }
+    return [
+        n
+        for n in notes
+        if n.kind != "check_failure"
+        or n.details.get("partition") is None
+        or (n.details["asset"], n.details["check"]) not in ranged
+    ]
 
 
 def finished_runs(

@@ -5,8 +5,14 @@ condition sensor `ml_assets_automation` and the retrain sensors are on by defaul
 """
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ml_assets.pipeline.keys import feature_key, model_keys
@@ -59,16 +65,23 @@ def follow_condition() -> dg.AutomationCondition:
 
 
 def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
-    """Score a feature partition when it is new or updated, once a champion exists.
+    """Score a feature partition when it is written or rewritten while a champion exists.
 
     Unlike `eager()` this reaches every partition, not only the latest day, because the landing
     sensor also delivers late and backfilled days. A new champion does not rescore history: the
-    inference log keeps what was scored with which version. A feature partition whose blocking
-    quality checks failed is not scored.
+    inference log keeps what was scored with which version. Days written before the first
+    champion existed are not scored either (the `<pipeline>_score` job does that on request):
+    the trigger is an update *while* the champion exists, so the first promotion does not
+    score, monitor and flag as drifted all the history a model was trained on. A feature
+    partition whose blocking quality checks failed is not scored.
     """
     champion_only = dg.AssetSelection.assets(champion)
+    updated_with_champion = (
+        dg.AutomationCondition.any_deps_updated().ignore(champion_only)
+        & ~dg.AutomationCondition.any_deps_missing()
+    )
     return (
-        dg.AutomationCondition.any_deps_updated().ignore(champion_only).since_last_handled()
+        updated_with_champion.since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
@@ -91,7 +104,9 @@ def build_retrain_sensor(
         description=f"Retrains {spec.model.name} when its drift check fails, or once {needed} "
         "feature partitions were written since its last training.",
         job_name=train_job,
-        minimum_interval_seconds=60,
+        # As often as the landing sensor: a drifted day starts its retrain within seconds, and
+        # a tick is a few small queries of the instance.
+        minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -116,15 +131,21 @@ def build_retrain_sensor(
         if busy:
             return dg.SensorResult(skip_reason="a training run is already queued or running")
         if drift_check is not None:
-            drifted = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-                [drift_check]
-            ).get(drift_check)
-            if (
-                drifted is not None
-                and drifted.status == AssetCheckExecutionRecordStatus.FAILED
-                and drifted.event is not None
-                and drifted.event.timestamp > trained.timestamp
-            ):
+            # Any failed verdict since the training, not only the newest one: a day that passed
+            # after a drifted one (another run, or the per-day verdicts of a range run) must
+            # not hide the failure.
+            failed = instance.event_log_storage.get_asset_check_execution_history(
+                drift_check, limit=1, status={AssetCheckExecutionRecordStatus.FAILED}
+            )
+            drifted = next(
+                (
+                    r
+                    for r in failed
+                    if r.event is not None and r.event.timestamp > trained.timestamp
+                ),
+                None,
+            )
+            if drifted is not None:
                 return dg.SensorResult(
                     run_requests=[
                         dg.RunRequest(
@@ -156,3 +177,70 @@ def build_retrain_sensor(
         )
 
     return retrain_sensor
+
+
+@dataclass(frozen=True)
+class DayVerdict:
+    """One day's outcome of a partitioned check evaluated over a range of days."""
+
+    partition: str
+    passed: bool
+    description: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record_day_verdicts(
+    context: dg.AssetCheckExecutionContext,
+    check_key: dg.AssetCheckKey,
+    verdicts: Sequence[DayVerdict],
+    *,
+    severity: dg.AssetCheckSeverity,
+    blocking: bool,
+) -> None:
+    """Give each day of a range run its own verdict, next to the run's one range verdict.
+
+    Dagster records the `AssetCheckResult` of a range run (a single-run backfill, or the landing
+    sensor's multi-day run) without a partition, and leaves each day's planned evaluation
+    unresolved. `all_deps_blocking_checks_passed()` then never sees those days pass, so
+    automation would never score them, and the UI shows no verdict per day. One evaluation per
+    day, tied to that day's latest materialization, fixes both. The returned range result still
+    decides whether the run's downstream steps are blocked.
+    """
+    if len(verdicts) < 2:
+        return  # a single-partition run: Dagster records its partition itself
+    days = [v.partition for v in verdicts]
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=days),
+        limit=len(days),
+        ascending=False,
+    ).records
+    latest: dict[str, Any] = {}
+    for record in records:
+        latest.setdefault(record.partition_key, record)
+    for day in days:
+        if day not in latest:
+            found = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[day]),
+                limit=1,
+            ).records
+            if found:
+                latest[day] = found[0]
+    for verdict in verdicts:
+        record = latest.get(verdict.partition)
+        context.op_execution_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=verdict.passed,
+                metadata=dict(verdict.metadata),
+                severity=severity,
+                description=verdict.description,
+                blocking=blocking,
+                partition=verdict.partition,
+                target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+                if record is not None
+                else None,
+            )
+        )

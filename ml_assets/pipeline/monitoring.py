@@ -18,6 +18,7 @@ import polars as pl
 from ml_assets.ml.drift import FeatureReference, build_reference, drifted, feature_drift
 from ml_assets.ml.estimators import split_columns
 from ml_assets.ml.evaluate import classification_metrics, regression_metrics
+from ml_assets.pipeline.automation import DayVerdict, record_day_verdicts
 from ml_assets.pipeline.keys import (
     daily_partitions,
     feature_key,
@@ -296,6 +297,10 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     return drift
 
 
+def _description(failing: dict[str, dict[str, float]]) -> str:
+    return "drifted: " + "; ".join(f"{d}: {', '.join(f)}" for d, f in failing.items())
+
+
 def build_drift_check(spec: PipelineSpec) -> dg.AssetChecksDefinition:
     model = spec.model
     assert model is not None
@@ -346,15 +351,38 @@ def build_drift_check(spec: PipelineSpec) -> dg.AssetChecksDefinition:
             metadata["failing_days"] = dg.MetadataValue.json(failing)
         if failing:
             context.log.warning(f"{key.to_user_string()}: drift on {failing}")
+        # A range run also gets one verdict per day: each day shows passed or failed in the UI.
+        record_day_verdicts(
+            context,
+            dg.AssetCheckKey(key, CHECK_NAME),
+            [
+                DayVerdict(
+                    partition=day.isoformat(),
+                    passed=day.isoformat() not in failing,
+                    description=_description({day.isoformat(): features})
+                    if day.isoformat() in failing
+                    else "no feature drifted",
+                    metadata={
+                        "partition": day.isoformat(),
+                        "psi_threshold": monitoring.psi_threshold,
+                        "max_psi": float(
+                            rows.filter(pl.col(PARTITION_COLUMN) == day).get_column("psi").max()
+                            or 0.0
+                        ),
+                        "n_drifted_features": len(features),
+                        "drifted_features": dg.MetadataValue.json(features),
+                    },
+                )
+                for day, features in by_day.items()
+            ],
+            severity=_SEVERITY[monitoring.severity],
+            blocking=False,
+        )
         return dg.AssetCheckResult(
             passed=not failing,
             severity=_SEVERITY[monitoring.severity],
             metadata=metadata,
-            description=(
-                "drifted: " + "; ".join(f"{d}: {', '.join(f)}" for d, f in failing.items())
-                if failing
-                else "no feature drifted"
-            ),
+            description=_description(failing) if failing else "no feature drifted",
         )
 
     return no_feature_drift

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from ml_assets.pipeline.automation import DayVerdict, record_day_verdicts
 from ml_assets.pipeline.keys import daily_partitions, feature_key, raw_key
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.quality.rules import (
@@ -91,6 +92,19 @@ def _build_check(
             context.log.warning(
                 f"{key.to_user_string()} {rule} failed: "
                 + "; ".join(f"{r.day}: {r.summary}" for r in results if not r.passed)
+            )
+        if blocking:
+            # Each day of a range run also gets its own verdict, which automation waits for
+            # (one event per day: only where automation needs it).
+            record_day_verdicts(
+                context,
+                dg.AssetCheckKey(key, rule),
+                [
+                    DayVerdict(r.day.isoformat(), r.passed, r.summary, check_metadata([r]))
+                    for r in results
+                ],
+                severity=_SEVERITY[rule_spec.severity],
+                blocking=blocking,
             )
         return dg.AssetCheckResult(
             passed=passed,

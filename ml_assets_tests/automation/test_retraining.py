@@ -139,3 +139,17 @@ def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings)
     # Retrained since: the old failure starts nothing more.
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
     assert not _retrain_tick(settings, instance).run_requests
+
+
+def test_a_drifted_day_still_retrains_when_a_later_day_passed(settings):
+    instance = dg.DagsterInstance.ephemeral()
+    drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    for day, passed in (("2026-01-28", False), ("2026-01-29", True)):
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=drift, check_name="no_feature_drift", passed=passed, partition=day
+            )
+        )
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "drift check failed"

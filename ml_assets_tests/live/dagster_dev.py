@@ -8,13 +8,35 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# `@dg.definitions` in ml_assets.definitions: the code location's one repository.
+LOCATION, REPOSITORY = "ml_assets", "__repository__"
+
+RUNS = """
+query ($limit: Int) {
+  runsOrError(limit: $limit) {
+    ... on Runs { results { runId status jobName tags { key value } } }
+  }
+}
+"""
+LAUNCH = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
 
 
 def free_port() -> int:
@@ -44,6 +66,43 @@ class DagsterDev:
             raise RuntimeError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]
 
+    def runs(self, limit: int = 100) -> list[dict]:
+        """Newest first, each with its tags as a dict."""
+        results = self.graphql(RUNS, {"limit": limit})["runsOrError"]["results"]
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in results]
+
+    def run(self, run_id: str) -> dict:
+        return next(r for r in self.runs() if r["runId"] == run_id)
+
+    def launch_job(
+        self, job: str, run_config: dict | None = None, tags: dict[str, str] | None = None
+    ) -> str:
+        """What Launchpad → Launch run does: returns the new run's id."""
+        params = {
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "jobName": job,
+            },
+            "runConfigData": run_config or {},
+            "executionMetadata": {
+                "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]
+            },
+        }
+        result = self.graphql(LAUNCH, {"params": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"could not launch {job}: {result}")
+        return result["run"]["runId"]
+
+    def wait_for_run(self, run_id: str, *, timeout: float) -> dict:
+        """The run once it has finished (SUCCESS, FAILURE or CANCELED)."""
+
+        def finished():
+            run = self.run(run_id)
+            return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        return self.wait_until(finished, timeout=timeout, interval=1, what=f"run {run_id}")
+
     def wait_until(self, predicate, *, timeout: float, interval: float = 2.0, what: str = ""):
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -62,6 +121,43 @@ class DagsterDev:
         raise TimeoutError(
             f"timed out waiting for {what} ({last_error}); log:\n{self.log.read_text()[-3000:]}"
         )
+
+
+class WebhookReceiver:
+    """A Slack-style incoming webhook on 127.0.0.1 that records every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        received = self.payloads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # Slack-shaped: the path is the secret, and must never show up in a message.
+        self.url = (
+            f"http://127.0.0.1:{self.server.server_port}/services/T0001/B0001/s3cr3tW3bh00kP4th"
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [p for p in list(self.payloads) if p.get("ml_assets", {}).get("kind") == kind]
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 
 import datetime as dt
 
+import dagster as dg
 import polars as pl
 
+from ml_assets.notify.events import finished_runs
 from ml_assets.pipeline.monitoring import CHECK_NAME, drift_key, summary_key
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC
@@ -15,6 +17,12 @@ DRIFT = drift_key(SPEC)
 MONITORING = SPEC.model.monitoring
 FIRST = AS_OF - dt.timedelta(days=3)  # holdout days: never trained on, before the drift
 LAST = DRIFT_FROM + dt.timedelta(days=2)
+
+
+def _partition(day: str):
+    from dagster._core.event_api import PartitionKeyFilter
+
+    return PartitionKeyFilter(key=day)
 
 
 def _check(result) -> tuple[bool, dict]:
@@ -31,7 +39,39 @@ def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
     d = drift_deployment
     assert d.train(**TRAIN).success, "a champion trained on pre-drift days"
     assert d.materialize([KEYS.predictions], tags=_range(FIRST, LAST)).success
-    assert d.materialize([DRIFT], tags=_range(FIRST, LAST)).success
+    instance = dg.DagsterInstance.ephemeral()
+    ranged = d.materialize([DRIFT], tags=_range(FIRST, LAST), instance=instance)
+    assert ranged.success
+
+    # A range run: one verdict for the range, listing the failing days...
+    evaluations = [
+        e.event_specific_data
+        for e in ranged.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    [whole] = [e for e in evaluations if e.partition is None]
+    drifted_days = {
+        (DRIFT_FROM + dt.timedelta(days=i)).isoformat() for i in range((LAST - DRIFT_FROM).days + 1)
+    }
+    assert not whole.passed and set(whole.metadata["failing_days"].value) == drifted_days
+    # ...and one per day, so that each day shows its own verdict (and automation sees it).
+    per_day = {e.partition: e.passed for e in evaluations if e.partition is not None}
+    assert {day for day, passed in per_day.items() if not passed} == drifted_days
+    assert {day for day, passed in per_day.items() if passed} == {
+        (FIRST + dt.timedelta(days=i)).isoformat() for i in range((DRIFT_FROM - FIRST).days)
+    }
+    check = dg.AssetCheckKey(DRIFT, CHECK_NAME)
+    for day, passed in per_day.items():
+        [record] = instance.event_log_storage.get_asset_check_execution_history(
+            check, limit=1, partition_filter=_partition(day)
+        )
+        assert record.status.value == ("SUCCEEDED" if passed else "FAILED"), day
+    # The webhook gets one message for the failed check of the run, not one per day.
+    [run] = finished_runs(instance, after_storage_id=None, lookback_hours=1, limit=10)
+    [note] = [n for n in run.notifications if n.kind == "check_failure"]
+    assert note.details["partition"] is None
+    text = "\n".join(note.lines)
+    assert all(day in text for day in drifted_days) and "<function" not in text, text
 
     lake = d.settings.lake_root
     summary = pl.read_delta(f"{lake}/{'/'.join(summary_key(SPEC).path)}").sort("event_date")

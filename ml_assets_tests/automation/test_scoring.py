@@ -1,0 +1,74 @@
+"""Which feature days the automation sensor scores, evaluated tick by tick on real runs.
+
+The landing sensor ingests several days at once as one range run. Dagster records such a run's
+check result without a partition, so each day also needs its own verdict: otherwise
+`all_deps_blocking_checks_passed()` never sees the days pass and they are never scored.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from ml_assets.definitions import build_definitions, build_resources
+from ml_assets.demo.generate import write_demo_data
+from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.spec import load_spec
+from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
+from ml_assets_tests.conftest import DEMO_START
+from ml_assets_tests.models.conftest import _range
+
+KEYS = model_keys(load_spec(DEMO_PIPELINE_SPEC))
+DAYS = [DEMO_START + dt.timedelta(days=i) for i in range(6)]
+HISTORY, LATER = DAYS[:3], DAYS[3:]
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    settings = load_settings({"ML_ASSETS_HOME": str(tmp_path / "home")})
+    write_demo_data(
+        settings.landing_root / "fraud", start=DEMO_START, days=len(DAYS), rows_per_day=60, seed=3
+    )
+    return settings, build_definitions(settings), dg.DagsterInstance.ephemeral()
+
+
+def _ingest(settings, defs, instance, days: list[dt.date]) -> None:
+    """What the landing sensor launches for several new days: one range run with its checks."""
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        resources=build_resources(settings),
+        selection=dg.AssetSelection.groups("raw", "features"),
+        tags=_range(days[0], days[-1]),
+        instance=instance,
+    )
+    assert result.success
+
+
+def test_days_ingested_in_one_run_after_the_first_champion_are_scored_history_is_not(
+    deployment,
+):
+    settings, defs, instance = deployment
+    cursor = None
+
+    def tick() -> set[str]:
+        nonlocal cursor
+        result = dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
+            cursor=cursor,
+        )
+        cursor = result.cursor
+        return set(result.get_requested_partitions(KEYS.predictions))
+
+    assert tick() == set()
+    _ingest(settings, defs, instance, HISTORY)
+    assert tick() == set(), "no champion yet"
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
+    # The first champion does not score the history it was trained on.
+    assert tick() == set()
+
+    _ingest(settings, defs, instance, LATER)
+    # Each day of the range run passed its blocking checks on its own: all of them are scored.
+    assert tick() == {d.isoformat() for d in LATER}
+    assert tick() == set(), "requested once"
