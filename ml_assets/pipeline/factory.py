@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +23,10 @@ from ml_assets.pipeline.training import build_candidate_asset
 from ml_assets.pipeline.validation import build_gate_checks, build_validation_asset
 
 
-def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
+def build_pipeline(
+    spec: PipelineSpec, *, landing_root: Path, run_tags: Mapping[str, str] | None = None
+) -> dg.Definitions:
+    """`run_tags`: added to the runs the landing sensor requests (deployment-specific)."""
     raw_assets = [build_raw_asset(spec, name, landing_root) for name in spec.sources]
     feature_assets = [build_feature_asset(spec, name) for name in spec.features]
     ingest_job = dg.define_asset_job(
@@ -34,7 +38,7 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     ingest = dg.Definitions(
         assets=[*raw_assets, *feature_assets],
         asset_checks=build_quality_checks(spec),
-        sensors=[build_landing_sensor(spec, landing_root)],
+        sensors=[build_landing_sensor(spec, landing_root, run_tags)],
         jobs=[ingest_job],
     )
     if spec.model is None:

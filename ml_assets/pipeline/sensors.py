@@ -9,7 +9,7 @@ that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,14 +175,17 @@ def downstream_reach(spec: PipelineSpec, feature: str) -> dict[str, int | None]:
     }
 
 
-def build_landing_sensor(spec: PipelineSpec, landing_root: Path) -> dg.SensorDefinition:
+def build_landing_sensor(
+    spec: PipelineSpec, landing_root: Path, run_tags: Mapping[str, str] | None = None
+) -> dg.SensorDefinition:
     """One sensor per pipeline, with one cursor per source.
 
     One sensor rather than one per source: with two sources landing the same day, per-source
     sensors launch two runs in no guaranteed order, and the first one builds features before the
-    other source's raw table exists.
+    other source's raw table exists. `run_tags` are added to every run it requests (the
+    deployment's, e.g. the Databricks concurrency tag).
     """
-    tags = pipeline_tags(spec)
+    tags = {**pipeline_tags(spec), **(run_tags or {})}
     folders = {name: spec.landing_folder(name, landing_root) for name in spec.sources}
 
     @dg.sensor(

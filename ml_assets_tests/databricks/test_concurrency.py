@@ -7,7 +7,9 @@ dagster.yaml caps such runs, and the launcher-bound (Spark) assets backfill in a
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +83,19 @@ def test_dagster_yaml_limits_concurrent_databricks_runs(tmp_path: Path) -> None:
     (limit,) = [rule for rule in limits if rule["key"] == DATABRICKS_RUN_TAG]
     assert limit["value"] == "true"
     assert isinstance(limit["limit"], int) and limit["limit"] >= 1
+
+
+def test_landing_sensor_runs_carry_the_limited_run_tag(dev_defs, tmp_path: Path) -> None:
+    """The landing sensor targets assets (the implicit job), so it tags its runs itself."""
+    from ml_assets.demo.generate import write_demo_data
+
+    write_demo_data(tmp_path / "landing" / "fraud", start=dt.date(2026, 1, 1), days=2,
+                    rows_per_day=50, seed=1)  # fmt: skip
+    time.sleep(5.5)  # the demo spec's min_file_age_seconds: younger files may still be written
+    sensor = dev_defs.resolve_sensor_def("fraud_landing")
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=dev_defs))
+    assert result.run_requests
+    for request in result.run_requests:
+        assert request.tags[DATABRICKS_RUN_TAG] == "true"
+        assert request.tags["ml_assets/pipeline"] == "fraud"
