@@ -12,13 +12,13 @@ data set, the way the Dagster asset does it, against references:
   of mostly high-entropy floats vs 10 mostly repetitive ones). Informational.
 * ``pandas``   -- the same feature logic written straightforwardly in pandas
   (`DeltaTable.to_pandas`, groupby/shift/merge, `write_deltalake`).
-* ``spark``    -- the same narwhals function on local PySpark (``local[2]``, the project's
-  `LazySparkResource` defaults plus an 8 GB driver heap) through the project's Spark engine:
-  `spark_delta.read_delta` (the Delta bridge: file list from the log -> `spark.read.parquet`),
-  `run_feature_function`, `spark_delta.write_partitions` (Arrow -> the same
-  `write_partitions`). The session is started before the clock (a warm Spark); its start-up is
-  reported as ``startup_seconds``. ``--spark-max-rows`` (default 1,000,000) skips it above a
-  size: at 10M rows it takes minutes.
+* ``spark``    -- the same narwhals function on local PySpark (``local[2]``: the project's
+  `LazySparkResource` defaults plus `SPARK_CONFIG`, a driver big enough for 10M rows) through
+  the project's Spark engine: `spark_delta.read_delta` (the Delta bridge: file list from the
+  log -> `spark.read.parquet`), `run_feature_function`, `spark_delta.write_partitions` (Arrow
+  -> the same `write_partitions`). The session is started before the clock (a warm Spark); its
+  start-up is reported as ``startup_seconds``. ``--spark-max-rows`` (default 1,000,000) skips
+  it above a size: at 10M rows it takes minutes.
 
 Each measured run is a fresh interpreter (a subprocess, never a fork). Peak RSS is the high-water
 mark (VmHWM) of that process plus, for Spark, its JVM (the sum of the two peaks); CPU seconds
@@ -80,7 +80,9 @@ VARIANTS = ("io_floor", "polars", "output_floor", "pandas", "spark")
 QUICK_ROWS = 20_000
 # Local Spark needs minutes at 10M rows on 2 cores, more than the whole suite's budget allows.
 SPARK_MAX_ROWS = 1_000_000
-SPARK_DRIVER_MEMORY = "8g"
+# The Delta bridge collects the result into the driver (toArrow): at 10M rows that is 1.5 GB of
+# Arrow, past the default 1 GB heap and 1 GB spark.driver.maxResultSize.
+SPARK_CONFIG = {"spark.driver.memory": "8g", "spark.driver.maxResultSize": "4g"}
 FEATURE = "transaction_features"
 RESULT_PREFIX = "RESULT "
 # Share of the machine's CPU in use just before a run above which the run is flagged.
@@ -363,11 +365,7 @@ def run_spark(input_dir: Path, out: Path, days: list[dt.date]) -> int:
 def _spark_session():
     from ml_assets.engines.spark_session import LazySparkResource
 
-    # The Delta bridge collects the result into the driver (toArrow); the default 1 GB heap
-    # runs out at 10M rows.
-    session = LazySparkResource(
-        app_name="ml_assets_bench", spark_config={"spark.driver.memory": SPARK_DRIVER_MEMORY}
-    ).spark_session
+    session = LazySparkResource(app_name="ml_assets_bench", spark_config=SPARK_CONFIG).spark_session
     session.sparkContext.setLogLevel("ERROR")
     return session
 
