@@ -335,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             f"fit + report compute: {model['dagster']:.1f} s Dagster, {model['plain']:.1f} s plain",
         ),
     ]
+    # Per job, each way's fastest run of that job: the ingest job (22 steps, most of them
+    # quality checks on small data) shows the per-step cost clearly; training is noisier.
+    for job, _ in JOBS:
+        fastest = {mode: min(r["jobs"][job] for r in runs[mode]) for mode in MODES}
+        note = f"{fastest['dagster']:.2f} s Dagster, {fastest['plain']:.2f} s plain"
+        measures.append(
+            measure(
+                f"Dagster overhead, {job} job", fastest["dagster"] - fastest["plain"], "s", note
+            )
+        )
     report(
         f"orchestration overhead, day {DAY} of {DAYS} ({args.rows_per_day:,} transactions/day, "
         f"best of {args.repeat})",
