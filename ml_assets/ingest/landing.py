@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,17 @@ class LandingProblem:
 
 
 def scan_landing(
-    folder: Path, suffixes: tuple[str, ...]
+    folder: Path,
+    suffixes: tuple[str, ...],
+    *,
+    is_new: Callable[[int, str], bool] | None = None,
 ) -> tuple[list[LandingFile], list[LandingProblem]]:
-    """All usable landing files in `folder`, plus one problem per file that can never be used."""
+    """All usable landing files in `folder`, plus one problem per file that can never be used.
+
+    `is_new(ctime_ns, name)`: when given, files it rejects are skipped right after their stat,
+    before any name parsing or path resolution, so a sensor tick costs one listing plus one
+    stat per file, however many files earlier ticks already handled.
+    """
     files: list[LandingFile] = []
     problems: list[LandingProblem] = []
     if not folder.is_dir():
@@ -78,14 +87,18 @@ def scan_landing(
         for entry in entries:
             if is_in_progress(entry.name) or entry.is_dir(follow_symlinks=False):
                 continue
-            path = Path(entry.path)
             try:
                 stat = entry.stat(follow_symlinks=False)
             except OSError:  # removed between listing and stat
                 continue
+            if is_new is not None and not is_new(stat.st_ctime_ns, entry.name):
+                continue
+            path = Path(entry.path)
             try:
                 day = partition_day(entry.name, suffixes)
-                check_inside(folder, path)
+                # A directory entry's name has no `/`, so only a link can lead outside.
+                if entry.is_symlink():
+                    check_inside(folder, path)
             except BadLandingFile as problem:
                 problems.append(LandingProblem(entry.name, stat.st_ctime_ns, str(problem)))
                 continue

@@ -112,15 +112,15 @@ def scan_source(
 ) -> SourceTick:
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
-    files, problems = scan_landing(folder, source.file_suffixes)
+    # Only files the cursor has not passed: a tick does not grow with the files already seen.
+    new, problems = scan_landing(folder, source.file_suffixes, is_new=cursor.is_new)
     min_age_ns = int(source.min_file_age_seconds * 1e9)
-    new = [f for f in files if cursor.is_new(f.changed_ns, f.path.name)]
     # Still being written (or just copied in): wait for a later tick. Anything changed after the
     # oldest waiting file waits too, or moving the cursor past it would skip that file.
     young = [f.changed_ns for f in new if now_ns - max(f.changed_ns, f.modified_ns) < min_age_ns]
     horizon = min(young, default=now_ns + 1)
     ready = [f for f in new if f.changed_ns < horizon]
-    bad = [p for p in problems if cursor.is_new(p.changed_ns, p.name) and p.changed_ns < horizon]
+    bad = [p for p in problems if p.changed_ns < horizon]
     days = {f.day for f in ready}
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
     return SourceTick(
