@@ -126,6 +126,7 @@ _SPIKE_RATE = 0.04
 # Logistic fraud model. Intercept tuned so the undrifted base rate is ~3%; coefficients tuned so
 # gradient boosting on history features reaches ROC AUC ~0.85 rather than a trivial 1.0.
 _FRAUD_INTERCEPT = -5.3
+_MAX_AMOUNT = 50_000.0
 _FRAUD_W_AMOUNT = 2.4  # per unit of log(amount / typical) above the knee
 _FRAUD_AMOUNT_KNEE = 0.7  # ~2x the customer's typical ticket
 _FRAUD_W_NIGHT = 1.6
@@ -452,7 +453,9 @@ def _transactions(
     deviation += spike * (0.5 + rng.exponential(0.8, size=rows))
     scale = _DRIFT_AMOUNT_SCALE if drifted else 1.0
     amount = pool.typical_amount[cust] * _CATEGORY_AMOUNT_MULT[category] * np.exp(deviation)
-    amount = np.maximum(np.round(amount * scale, 2), 0.5)
+    # Capped like a card's payment limit: the log-normal tail otherwise reaches millions once in
+    # a few hundred thousand rows, past the spec's blocking 1M ceiling on `amount`.
+    amount = np.clip(np.round(amount * scale, 2), 0.5, _MAX_AMOUNT)
 
     # --- label: logistic in observable behaviour ------------------------------------------
     # The amount term uses the deviation from the customer's own (pre-drift) level, so under
