@@ -10,7 +10,8 @@ model computations of the report.
     .venv/bin/python benchmarks/retrain.py --quick     # tiny smoke run
 
 The feature table is prepared once per size (not timed) under --workdir. Each timed run starts
-from a copy of it with a fresh MLflow store, so it is a first training (no champion to compare).
+from a copy of it with a fresh, empty MLflow store, so it is a first training (no champion to
+compare).
 """
 
 import argparse
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 from _common import command_line, demo_settings, measure, report
+from mlflow import MlflowClient
 
 from ml_assets.definitions import build_definitions, build_resources
 from ml_assets.demo.generate import write_demo_data
@@ -64,6 +66,9 @@ def retrain_once(prepared: Path, scratch: Path) -> dict[str, float]:
     shutil.copytree(prepared / "lake", scratch / "lake")
     settings = demo_settings(scratch)
     job = build_definitions(settings).resolve_job_def("fraud_train")
+    # A deployment's MLflow store already exists: create the sqlite schema (about 2 s of
+    # migrations, once per store) before the clock starts, not inside the first retrain.
+    MlflowClient(settings.mlflow_tracking_uri).search_experiments()
     started = time.perf_counter()
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     wall = time.perf_counter() - started
