@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml_assets.settings import DEMO_PIPELINE_SPEC, Settings, load_settings, project_root
+from ml_assets.settings import Settings, load_settings, project_root
+
+# The bundled demo pipeline's name: `demo-data` writes its landing files.
+DEMO_PIPELINE = "fraud"
 
 
 def _date(text: str) -> dt.date:
@@ -40,7 +43,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
     from ml_assets.demo.generate import write_demo_data
 
-    out = Path(args.out) if args.out else settings.landing_root / "fraud"
+    out = Path(args.out) if args.out else settings.landing_root / DEMO_PIPELINE
     # Default: the N days up to yesterday, so the newest daily partition already exists.
     start = args.start or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days)
     summary = write_demo_data(
@@ -61,14 +64,14 @@ def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from ml_assets.headless import materialize_all
+    from ml_assets.pipeline.spec import load_spec
 
     prepare_dagster_home(settings)
-    # Demo files only for the demo pipeline: a user's own pipelines bring their own files.
-    demo_loaded = any(
-        path.resolve() == DEMO_PIPELINE_SPEC.resolve() for path in settings.pipeline_specs
-    )
+    # Demo files only for the demo pipeline (or a tweaked copy of its spec, same name): a user's
+    # own pipelines bring their own files.
+    demo_loaded = any(load_spec(path).name == DEMO_PIPELINE for path in settings.pipeline_specs)
     if args.demo_days and demo_loaded:
-        landing = settings.landing_root / "fraud"
+        landing = settings.landing_root / DEMO_PIPELINE
         if not (landing / "transactions").exists():
             cmd_demo_data(
                 argparse.Namespace(
