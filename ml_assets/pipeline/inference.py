@@ -10,7 +10,7 @@ import mlflow
 import polars as pl
 
 from ml_assets.pipeline.automation import scoring_condition
-from ml_assets.pipeline.keys import daily_partitions, feature_key, model_keys
+from ml_assets.pipeline.keys import EXTERNAL_RETRY, daily_partitions, feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.tracking.mlflow_resource import MlflowTracking
@@ -30,6 +30,7 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         ins={"features": dg.AssetIn(key=features)},
         deps=[keys.champion],
         group_name="predictions",
+        retry_policy=EXTERNAL_RETRY,
         description=f"`{model.name}` scores per row of `{features.to_user_string()}`, by the "
         "champion current at run time; with model version and scoring time (inference log).",
         partitions_def=daily_partitions(spec),
@@ -46,7 +47,8 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         if champion is None:
             raise dg.Failure(
                 f"no champion for {model.name} yet: materialize "
-                f"{keys.champion.to_user_string()} (train, validate, promote) before scoring"
+                f"{keys.champion.to_user_string()} (train, validate, promote) before scoring",
+                allow_retries=False,
             )
         mlflow_tracking.activate()
         scorer = mlflow.pyfunc.load_model(f"models:/{model.name}/{champion.version}")

@@ -59,3 +59,12 @@ def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def pipeline_tags(spec: PipelineSpec) -> dict[str, str]:
     return {PIPELINE_TAG: spec.name}
+
+
+# Retry policy of the assets that touch other systems: landing storage and, in dev/prod,
+# Databricks (raw), and MLflow (training, validation, promotion, scoring, drift). Transient
+# errors (a network blip, a busy tracking server) get two more attempts with back-off. Failures
+# that would repeat (bad input, no champion, a refused gate) raise
+# `dg.Failure(allow_retries=False)` instead.
+EXTERNAL_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+

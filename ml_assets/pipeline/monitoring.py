@@ -20,6 +20,7 @@ from ml_assets.ml.estimators import split_columns
 from ml_assets.ml.evaluate import classification_metrics, regression_metrics
 from ml_assets.pipeline.automation import DayVerdict, record_day_verdicts
 from ml_assets.pipeline.keys import (
+    EXTERNAL_RETRY,
     daily_partitions,
     feature_key,
     model_keys,
@@ -156,6 +157,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         ins={"features": dg.AssetIn(key=features)},
         deps=[keys.predictions],
         group_name="monitoring",
+        retry_policy=EXTERNAL_RETRY,
         description=f"Daily drift of `{model.name}`'s inputs against the champion's training "
         f"window: PSI per feature (numeric: {monitoring.bins} reference quantile bins; "
         "categorical: category shares with other/missing buckets), and the live model quality "
@@ -178,7 +180,8 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         if champion is None:
             raise dg.Failure(
                 f"no champion for {model.name} yet: drift is measured against the champion's "
-                f"training window; materialize {keys.champion.to_user_string()} first"
+                f"training window; materialize {keys.champion.to_user_string()} first",
+                allow_retries=False,
             )
         tags = champion.tags
         train_last = dt.date.fromisoformat(tags[HOLDOUT_START_TAG]) - dt.timedelta(days=1)

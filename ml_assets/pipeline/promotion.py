@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from ml_assets.pipeline.automation import follow_condition
-from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.keys import EXTERNAL_RETRY, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.pipeline.validation import GATES
 from ml_assets.storage import delta
@@ -85,6 +85,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         key=keys.champion,
         deps=[keys.report],
         group_name="models",
+        retry_policy=EXTERNAL_RETRY,
         description=f"The `{CHAMPION}` alias of `{model.name}`: moved to the challenger when "
         "every gate on the validation report passed, with an audit record in "
         f"`{keys.audit.to_user_string()}`.",
@@ -108,6 +109,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             raise dg.Failure(
                 f"version {challenger} of {model.name} cannot become champion: gates {refused}",
                 metadata={"challenger_version": int(challenger)},
+                allow_retries=False,
             )
         current = version_for_alias(client, model.name, CHAMPION)
         previous = str(current.version) if current else None

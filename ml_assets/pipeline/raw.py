@@ -16,7 +16,13 @@ from ml_assets.ingest.ingest import (
     ingest_day,
     output_schema,
 )
-from ml_assets.pipeline.keys import daily_partitions, partition_days, quarantine_key, raw_key
+from ml_assets.pipeline.keys import (
+    EXTERNAL_RETRY,
+    daily_partitions,
+    partition_days,
+    quarantine_key,
+    raw_key,
+)
 from ml_assets.pipeline.quality import enforce_before_write
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage import delta
@@ -58,6 +64,7 @@ def build_raw_asset(
         partitions_def=daily_partitions(spec),
         # A range (initial load, backfill) is ingested in one run: one commit, not one per day.
         backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=EXTERNAL_RETRY,
         kinds={"polars", "delta", source.format},
         owners=spec.owners,
         tags={"layer": "raw", "pipeline": spec.name},
@@ -105,6 +112,7 @@ def build_raw_asset(
             raise dg.Failure(
                 description="\n".join(str(f) for f in failures),
                 metadata={"failed_days": len(failures), "quarantine_uri": lake.table_uri(q_key)},
+                allow_retries=False,  # the same files fail the same way
             )
 
         quarantine_uri = _store_quarantine(lake, q_key, [r.quarantine for r in results], days)

@@ -25,7 +25,7 @@ from ml_assets.pipeline.automation import (
     model_freshness_policy,
     retrain_condition,
 )
-from ml_assets.pipeline.keys import feature_key, model_keys
+from ml_assets.pipeline.keys import EXTERNAL_RETRY, feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import DeltaLake
@@ -97,7 +97,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         tags={"layer": "models", "pipeline": spec.name},
         code_version=ml_assets.__version__,
         # MLflow may be a remote server: retry what can be transient (config errors are not).
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=EXTERNAL_RETRY,
         freshness_policy=model_freshness_policy(spec),
         pool=TRAINING_POOL,
         automation_condition=retrain_condition(),

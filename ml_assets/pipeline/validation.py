@@ -27,7 +27,7 @@ from ml_assets.ml.evaluate import (
 )
 from ml_assets.ml.report import render_markdown, report_images, save_report
 from ml_assets.pipeline.automation import follow_condition
-from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.keys import EXTERNAL_RETRY, model_keys
 from ml_assets.pipeline.spec import ModelSpec, PipelineSpec
 from ml_assets.pipeline.training import (
     FEATURES_URI_TAG,
@@ -70,6 +70,7 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         key=keys.report,
         deps=[keys.candidate],
         group_name="reports",
+        retry_policy=EXTERNAL_RETRY,
         description=f"`{CHALLENGER}` vs `{CHAMPION}` of `{model.name}` on the challenger's "
         "holdout window: metrics, per-slice metrics, plots and a leakage scan. Gates: "
         "minimum metrics, no regression against the champion, no leaky feature.",
@@ -85,7 +86,10 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         mlflow_tracking.activate()
         challenger = version_for_alias(client, model.name, CHALLENGER)
         if challenger is None:
-            raise dg.Failure(f"{model.name} has no {CHALLENGER}: materialize the candidate first")
+            raise dg.Failure(
+                f"{model.name} has no {CHALLENGER}: materialize the candidate first",
+                allow_retries=False,
+            )
         champion = version_for_alias(client, model.name, CHAMPION)
         tags = challenger.tags
         uri, version = tags[FEATURES_URI_TAG], int(tags[FEATURES_VERSION_TAG])
