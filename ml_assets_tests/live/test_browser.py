@@ -1,7 +1,8 @@
 """What a user sees: the real `ml-assets dev` UI in headless Chromium, on a fresh project home.
 
-Before the UI starts, the home gets demo data and the whole graph materialized once (as
-`ml-assets run` does), then a deliberately worse challenger whose gates fail. The test then
+Before the UI starts, the home gets demo data and the whole graph materialized once
+(`ml-assets run`). Once the UI's sensors have settled (the start-up re-ingestion and the
+retrain it triggers), a deliberately worse challenger is trained, whose gates fail. The test then
 checks, as a user would, the lineage, an asset page, a materialization launched from the UI,
 the validation report with its plots, and the failed gates. A screenshot of every step is kept
 under artifacts/screenshots/ (git-ignored; CI's artifacts), numbered in the order a user reads
@@ -89,7 +90,7 @@ def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def _prepare_home(env: dict[str, str]) -> None:
-    """Demo data, the whole graph once (champion v1, predictions), then gates that fail (v2)."""
+    """Demo data and the whole graph once: champion v1, predictions."""
     _run(
         [
             str(BIN / "ml-assets"),
@@ -101,6 +102,10 @@ def _prepare_home(env: dict[str, str]) -> None:
         ],
         env,
     )
+
+
+def _train_worse_challenger(env: dict[str, str]) -> None:
+    """A challenger whose gates fail, so the UI has failed checks to show."""
     out = _run([sys.executable, "-m", "ml_assets_tests.live.worse_challenger"], env).stdout
     worse = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
     assert not worse["success"], worse
@@ -149,6 +154,23 @@ def _wait_for_landing_sensor(server: DagsterDev) -> None:
     _all_runs_finished(server, timeout=120)
 
 
+def _wait_for_the_retrain(server: DagsterDev) -> None:
+    """The start-up re-ingestion rewrote every feature day after the last training, so the
+    retrain sensor (`after_new_partitions`) launches `fraud_train` once; wait until it ends."""
+
+    def retrain_finished():
+        runs = [
+            run
+            for run in _runs(server)
+            if {"key": "dagster/sensor_name", "value": "fraud_fraud_detector_retrain"}
+            in run["tags"]
+        ]
+        return runs and all(run["status"] in FINISHED for run in runs)
+
+    server.wait_until(retrain_finished, timeout=180, interval=1, what="the retrain")
+    _all_runs_finished(server, timeout=120)
+
+
 def _newest_day(home) -> str:
     files = (home / "landing" / "fraud" / "transactions").glob("*.csv")
     return max(path.name[:10] for path in files)
@@ -163,7 +185,7 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
     home = tmp_path / "home"
     env = {"ML_ASSETS_HOME": str(home)}
     _prepare_home(env)
-    _step("home prepared: graph materialized, worse challenger blocked by its gates")
+    _step("home prepared: graph materialized")
     newest_day = _newest_day(home)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.log")]:  # this run's only
@@ -174,8 +196,11 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
         _wait_for_code_location(server)
         _step("dagster dev up")
         _wait_for_landing_sensor(server)
+        _wait_for_the_retrain(server)
+        _step("start-up sensor runs and the retrain they triggered finished")
+        _train_worse_challenger(env)
+        _step("worse challenger blocked by its gates")
         seeded_runs = {run["runId"] for run in _runs(server)}
-        _step("start-up sensor runs finished")
         with chromium_page() as page:
             expect.set_options(timeout=30_000)
             try:
