@@ -25,7 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 # The packages whose versions decide the figures; reported with every result.
-PACKAGES = ("polars", "deltalake", "dagster", "mlflow", "scikit-learn", "pyspark", "pandas")
+PACKAGES = (
+    "polars", "deltalake", "narwhals", "pyarrow", "dagster", "mlflow", "scikit-learn", "pyspark",
+    "pandas",
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------

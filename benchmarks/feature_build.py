@@ -63,16 +63,16 @@ import datetime as dt
 import functools
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _common import machine_info
 
 START = dt.date(2026, 1, 1)
 SEED = 7
@@ -576,35 +576,6 @@ def ensure_input(workdir: Path, rows: int, n_days: int) -> Path:
     marker.write_text(json.dumps(counts))
     print(f"  generated {rows:,} rows in {time.perf_counter() - start:.1f}s -> {folder}")
     return folder
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    mem_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    versions = {}
-    for package in ("polars", "deltalake", "narwhals", "pandas", "pyarrow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu or platform.processor(),
-        "ram_gb": mem_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        **versions,
-    }
 
 
 def _ratio(value: float, reference: float | None) -> float | None:
