@@ -11,10 +11,10 @@ import polars as pl
 
 from ml_assets.pipeline.automation import scoring_condition
 from ml_assets.pipeline.keys import EXTERNAL_RETRY, daily_partitions, feature_key, model_keys
+from ml_assets.pipeline.promotion import require_champion
 from ml_assets.pipeline.spec import PipelineSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.tracking.mlflow_resource import MlflowTracking
-from ml_assets.tracking.registry import CHAMPION, version_for_alias
 from ml_assets.tracking.scoring_model import conform_to_signature
 
 
@@ -43,13 +43,7 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     def predictions(
         context: dg.AssetExecutionContext, features: pl.LazyFrame, mlflow_tracking: MlflowTracking
     ) -> pl.DataFrame:
-        champion = version_for_alias(mlflow_tracking.client, model.name, CHAMPION)
-        if champion is None:
-            raise dg.Failure(
-                f"no champion for {model.name} yet: materialize "
-                f"{keys.champion.to_user_string()} (train, validate, promote) before scoring",
-                allow_retries=False,
-            )
+        champion = require_champion(mlflow_tracking.client, spec, "scoring needs one")
         mlflow_tracking.activate()
         scorer = mlflow.pyfunc.load_model(f"models:/{model.name}/{champion.version}")
         rows = features.collect()

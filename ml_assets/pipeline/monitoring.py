@@ -27,6 +27,7 @@ from ml_assets.pipeline.keys import (
     partition_days,
     pipeline_tags,
 )
+from ml_assets.pipeline.promotion import require_champion
 from ml_assets.pipeline.spec import ModelSpec, PipelineSpec
 from ml_assets.pipeline.training import (
     FEATURES_URI_TAG,
@@ -38,7 +39,6 @@ from ml_assets.storage import delta
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
-from ml_assets.tracking.registry import CHAMPION, version_for_alias
 
 CHECK_NAME = "no_feature_drift"
 _SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
@@ -176,13 +176,9 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         lake: DeltaLake,
         mlflow_tracking: MlflowTracking,
     ) -> pl.DataFrame:
-        champion = version_for_alias(mlflow_tracking.client, model.name, CHAMPION)
-        if champion is None:
-            raise dg.Failure(
-                f"no champion for {model.name} yet: drift is measured against the champion's "
-                f"training window; materialize {keys.champion.to_user_string()} first",
-                allow_retries=False,
-            )
+        champion = require_champion(
+            mlflow_tracking.client, spec, "drift is measured against its training window"
+        )
         tags = champion.tags
         train_last = dt.date.fromisoformat(tags[HOLDOUT_START_TAG]) - dt.timedelta(days=1)
         window = f"{tags[TRAIN_START_TAG]} .. {train_last}"

@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 import polars as pl
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
@@ -74,6 +75,20 @@ def write_audit(
         f"(previous champion: {from_version or 'none'}). {reason}",
     )
     return audit_version
+
+
+def require_champion(client: MlflowClient, spec: PipelineSpec, need: str) -> ModelVersion:
+    """The current champion version, or a failure that says what `need`s it and how to get one
+    (not retried: it stays missing until someone trains)."""
+    assert spec.model is not None
+    champion = version_for_alias(client, spec.model.name, CHAMPION)
+    if champion is None:
+        raise dg.Failure(
+            f"no champion for {spec.model.name} yet: {need}; materialize "
+            f"{model_keys(spec).champion.to_user_string()} (train, validate, promote) first",
+            allow_retries=False,
+        )
+    return champion
 
 
 def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
