@@ -76,16 +76,9 @@ def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
     partition whose blocking quality checks failed is not scored.
     """
     champion_only = dg.AssetSelection.assets(champion)
-    # Not on the tick the champion itself changed: a quick first training finishes within one
-    # tick of the history's ingestion, and both look new together. Feature days written on such
-    # a tick are left to the `<pipeline>_score_daily` sweep and the `<pipeline>_score` job.
-    champion_changed = dg.AutomationCondition.any_deps_match(
-        dg.AutomationCondition.newly_updated()
-    ).allow(champion_only)
     updated_with_champion = (
         dg.AutomationCondition.any_deps_updated().ignore(champion_only)
         & ~dg.AutomationCondition.any_deps_missing()
-        & ~champion_changed
     )
     return (
         updated_with_champion.since_last_handled()

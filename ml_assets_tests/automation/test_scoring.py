@@ -72,28 +72,3 @@ def test_days_ingested_in_one_run_after_the_first_champion_are_scored_history_is
     # Each day of the range run passed its blocking checks on its own: all of them are scored.
     assert tick() == {d.isoformat() for d in LATER}
     assert tick() == set(), "requested once"
-
-
-def test_history_landing_in_the_same_tick_as_the_first_champion_is_not_scored(deployment):
-    """A quick first training: the history's features and the first champion are both new on
-    one tick. The history must still not be scored (nor flagged as drifted)."""
-    settings, defs, instance = deployment
-
-    def tick(cursor=None):
-        result = dg.evaluate_automation_conditions(
-            defs=defs,
-            instance=instance,
-            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
-            cursor=cursor,
-        )
-        return set(result.get_requested_partitions(KEYS.predictions)), result.cursor
-
-    requested, cursor = tick()
-    assert requested == set()
-    _ingest(settings, defs, instance, HISTORY)
-    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
-    requested, cursor = tick(cursor)
-    assert requested == set()
-    _ingest(settings, defs, instance, LATER)
-    requested, cursor = tick(cursor)
-    assert requested == {d.isoformat() for d in LATER}

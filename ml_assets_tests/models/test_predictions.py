@@ -80,8 +80,6 @@ def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(depl
     assert partitions == set()
 
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
-    partitions, cursor = requested(cursor)
-    assert partitions == set(), "a new champion alone rescores nothing"
     # A real run of the feature partition with its blocking quality checks, which pass.
     run = deployment.materialize(
         dg.AssetSelection.assets(features), partition_key="2026-01-30", instance=instance
