@@ -184,7 +184,9 @@ def dagster_dev(env: dict[str, str], log: Path) -> Iterator[DagsterDev]:
             process.wait()
         # Nothing of the group may survive (webserver, daemon, code servers, run workers).
         survivors = _group_members(process.pid)
-        deadline = time.monotonic() + 30
+        # A code server without its webserver exits at its heartbeat timeout; on a loaded
+        # machine that can take most of a minute.
+        deadline = time.monotonic() + 75
         while survivors and time.monotonic() < deadline:
             time.sleep(0.5)
             survivors = _group_members(process.pid)
