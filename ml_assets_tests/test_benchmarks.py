@@ -36,12 +36,13 @@ def test_quick_suite_prints_every_benchmark_with_positive_figures(tmp_path: Path
         mine = [r for r in rows if r["benchmark"] == name]
         assert mine, f"{name} is missing from the table"
         assert name in table
-        # Times, memory and ratios are positive; a difference (growth per 1,000 files) may be
-        # about 0; only a variant the benchmark says it skipped has no value.
+        # Times, memory and ratios are positive; a difference (an overhead, growth per 1,000
+        # files) may be about 0 or, within noise, below it; only a variant the benchmark says
+        # it skipped has no value.
         for row in mine:
             if row["note"].startswith("skipped"):
                 continue
             assert math.isfinite(row["value"]), row
-            if row["unit"] in ("s", "MB", "x"):
+            if row["unit"] in ("s", "MB", "x") and "overhead" not in row["measure"]:
                 assert row["value"] > 0, row
     assert (tmp_path / "results.md").read_text().count("|") > 10 * len(BENCHMARKS)
