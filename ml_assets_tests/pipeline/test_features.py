@@ -122,6 +122,45 @@ def test_customer_record_is_the_version_in_force_at_payment_time(raw_frames):
         assert in_force["credit_limit"][0] == row["credit_limit"]
 
 
+def test_a_payment_before_the_customers_first_record_keeps_its_row_without_attributes(
+    raw_frames,
+):
+    transactions, customers = raw_frames["transactions"], raw_frames["customers"]
+    # Move one customer's first record to after their second payment, and give another
+    # customer no record at all: neither may drop or duplicate a payment, and no payment may see
+    # a record that did not exist yet.
+    one_record = customers.filter(pl.col("customer_id").is_unique())["customer_id"]
+    payments = transactions.filter(
+        pl.col("customer_id").is_duplicated() & pl.col("customer_id").is_in(one_record.implode())
+    ).sort("event_ts")
+    late = payments["customer_id"][0]
+    theirs = payments.filter(pl.col("customer_id") == late)
+    first_record = customers.filter(pl.col("customer_id") == late)["updated_at"].min()
+    recorded_at = theirs["event_ts"][1] + dt.timedelta(seconds=1)
+    unknown = transactions.filter(pl.col("customer_id") != late)["customer_id"][0]
+    tampered = customers.filter(pl.col("customer_id") != unknown).with_columns(
+        pl.when((pl.col("customer_id") == late) & (pl.col("updated_at") == first_record))
+        .then(pl.lit(recorded_at))
+        .otherwise(pl.col("updated_at"))
+        .alias("updated_at")
+    )
+
+    features = _features(transactions, tampered)
+
+    assert features.height == transactions.height
+    assert features["event_id"].is_unique().all()
+    late_rows = features.filter(pl.col("customer_id") == late).sort("event_ts")
+    before = late_rows.filter(pl.col("event_ts") < recorded_at)
+    assert before.height >= 2
+    attributes = before.select("segment", "region", "credit_limit")
+    assert attributes.null_count().row(0) == (before.height,) * 3
+    after = late_rows.filter(pl.col("event_ts") >= recorded_at)
+    assert after.height and after["segment"].null_count() == 0
+    assert features.filter(pl.col("customer_id") == unknown)["segment"].null_count() == (
+        transactions.filter(pl.col("customer_id") == unknown).height
+    )
+
+
 def test_previous_payment_features_follow_the_customer_history(raw_frames):
     features = _features(raw_frames["transactions"], raw_frames["customers"])
     one = features.filter(pl.col("customer_id") == features["customer_id"][0]).sort(

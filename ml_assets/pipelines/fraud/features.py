@@ -32,32 +32,32 @@ FEATURE_COLUMNS = (
 )  # fmt: skip
 
 
+_CUSTOMER_ATTRIBUTES = ("segment", "region", "signup_date", "credit_limit")
+
+
 def _customer_versions(customers: nw.LazyFrame) -> nw.LazyFrame:
-    """Each customer record with the interval it was in force: from its `updated_at` until the
-    next version's (`superseded_at`, null for the current one). A blank version covers the time
-    before a customer's first record, so every payment of a known customer matches exactly one
-    row. All on the small dimension table: the payments side needs no window.
+    """Each customer record with the interval it matches payments in: from `valid_from` until
+    the next version's `updated_at` (`superseded_at`, null for the current one).
+
+    A customer's first version is stretched back to the epoch so that every payment of a known
+    customer matches exactly one version, even one made before the first record; the caller
+    blanks the attributes of such a payment (`updated_at` after the payment). Stretching the
+    first version instead of adding a blank one keeps the join at one row per payment for
+    customers with a single record, which is most of them: half the rows of a join that also
+    matched a blank version. All on the small dimension table: the payments side needs no
+    window.
     """
-    records = customers.select(
-        "customer_id", "updated_at", "segment", "region", "signup_date", "credit_limit"
-    ).with_columns(
+    is_first = nw.col("updated_at").shift(1).over("customer_id", order_by="updated_at").is_null()
+    return customers.select("customer_id", "updated_at", *_CUSTOMER_ATTRIBUTES).with_columns(
         nw.col("updated_at")
         .shift(-1)
         .over("customer_id", order_by="updated_at")
-        .alias("superseded_at")
+        .alias("superseded_at"),
+        nw.when(is_first)
+        .then(nw.lit(dt.datetime(1970, 1, 1)).cast(nw.Datetime("us")))
+        .otherwise(nw.col("updated_at"))
+        .alias("valid_from"),
     )
-    before_first = (
-        customers.group_by("customer_id")
-        .agg(nw.col("updated_at").min().alias("superseded_at"))
-        .with_columns(
-            nw.lit(dt.datetime(1970, 1, 1)).cast(nw.Datetime("us")).alias("updated_at"),
-            nw.lit(None, dtype=nw.String()).alias("segment"),
-            nw.lit(None, dtype=nw.String()).alias("region"),
-            nw.lit(None, dtype=nw.Date()).alias("signup_date"),
-            nw.lit(None, dtype=nw.Float64()).alias("credit_limit"),
-        )
-    )
-    return nw.concat([records, before_first.select(records.columns)])
 
 
 def _previous_payments(history_days: int, recent_events: int) -> list[nw.Expr]:
@@ -132,14 +132,17 @@ def transaction_features(
         nw.col("event_ts").dt.hour().cast(nw.Int8).alias("hour"),
     )
     # As of the payment: the customer version in force at event_ts (point in time). A payment
-    # by a customer without any record keeps null attributes (left join, no version matched).
-    in_force = nw.col("updated_at").is_null() | (nw.col("updated_at") <= nw.col("event_ts")) & (
+    # by a customer without any record keeps null attributes (left join, no version matched),
+    # and so does one made before the customer's first record.
+    matches = nw.col("valid_from").is_null() | (nw.col("valid_from") <= nw.col("event_ts")) & (
         nw.col("superseded_at").is_null() | (nw.col("superseded_at") > nw.col("event_ts"))
     )
+    recorded = nw.col("updated_at") <= nw.col("event_ts")
     features = (
         with_history.join(_customer_versions(customers), on="customer_id", how="left")
-        .filter(in_force)
-        .drop("updated_at", "superseded_at")
+        .filter(matches)
+        .with_columns(*[nw.when(recorded).then(nw.col(c)).alias(c) for c in _CUSTOMER_ATTRIBUTES])
+        .drop("updated_at", "superseded_at", "valid_from")
         .join(_daily_activity(payments, history_days), on=["customer_id", "day"], how="left")
         .with_columns(
             (nw.col("amount") / nw.col("mean_amount_prev")).alias("amount_to_prev_mean"),
