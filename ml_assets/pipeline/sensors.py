@@ -9,7 +9,7 @@ that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +105,27 @@ class SourceTick:
     cursor: Cursor
     waiting: int
     problems: list[str]
+    already_ingested: int = 0
+
+
+# The days' latest materialization time (ns) of a source's raw asset, for the given days.
+IngestedAt = Callable[[set[dt.date]], Mapping[dt.date, int]]
 
 
 def scan_source(
-    spec: PipelineSpec, source_name: str, landing_root: Path, cursor: Cursor, now_ns: int
+    spec: PipelineSpec,
+    source_name: str,
+    landing_root: Path,
+    cursor: Cursor,
+    now_ns: int,
+    ingested_at: IngestedAt | None = None,
 ) -> SourceTick:
+    """What is new in one source's landing folder since `cursor`.
+
+    `ingested_at` is given on a source's first tick: files whose day was materialized after they
+    last changed are already in the lake (ingested by `ml-assets run`, or by an instance whose
+    sensor state was reset), so the cursor moves past them without requesting their days again.
+    """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
     # Only files the cursor has not passed: a tick does not grow with the files already seen.
@@ -121,14 +137,40 @@ def scan_source(
     horizon = min(young, default=now_ns + 1)
     ready = [f for f in new if f.changed_ns < horizon]
     bad = [p for p in problems if p.changed_ns < horizon]
-    days = {f.day for f in ready}
+    fresh = ready
+    if ingested_at is not None and ready:
+        latest = ingested_at({f.day for f in ready})
+        fresh = [f for f in ready if max(f.changed_ns, f.modified_ns) >= latest.get(f.day, -1)]
+    days = {f.day for f in fresh}
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
     return SourceTick(
         days=days,
-        cursor=cursor.advance(handled, days),
+        cursor=cursor.advance(handled, {f.day for f in ready}),
         waiting=len(new) - len(ready),
         problems=[f"{folder}: not ingested: {p.message}" for p in bad],
+        already_ingested=len(ready) - len(fresh),
     )
+
+
+def latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
+    """`IngestedAt` for one asset, from the instance's event log (one paged query)."""
+
+    def ingested_at(days: set[dt.date]) -> dict[dt.date, int]:
+        latest: dict[dt.date, int] = {}
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=key, asset_partitions=[d.isoformat() for d in days]
+        )
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(records_filter, limit=1000, cursor=cursor)
+            for record in page.records:
+                day = dt.date.fromisoformat(record.partition_key[:10])
+                latest[day] = max(latest.get(day, 0), int(record.timestamp * 1e9))
+            if not page.has_more:
+                return latest
+            cursor = page.cursor
+
+    return ingested_at
 
 
 def plan_runs(
@@ -203,7 +245,17 @@ def build_landing_sensor(
         stored = json.loads(context.cursor) if context.cursor else {}
         now_ns = time.time_ns()
         ticks = {
-            name: scan_source(spec, name, landing_root, Cursor.parse(stored.get(name)), now_ns)
+            name: scan_source(
+                spec,
+                name,
+                landing_root,
+                Cursor.parse(stored.get(name)),
+                now_ns,
+                # A source's first tick: skip the days its raw table already holds.
+                ingested_at=None
+                if name in stored
+                else latest_materializations(context.instance, raw_key(spec, name)),
+            )
             for name in spec.sources
         }
         cursor = json.dumps({name: tick.cursor.dump() for name, tick in ticks.items()})
@@ -211,9 +263,17 @@ def build_landing_sensor(
         for problem in problems:
             context.log.warning(problem)
         new_days = {name: tick.days for name, tick in ticks.items() if tick.days}
+        skipped = sum(tick.already_ingested for tick in ticks.values())
+        if skipped:
+            context.log.info(
+                f"{skipped} landing file(s) skipped: their days were materialized after the "
+                "files last changed (already ingested)"
+            )
         if not new_days:
             waiting = sum(tick.waiting for tick in ticks.values())
             reason = "no new landing files"
+            if skipped:
+                reason += f" ({skipped} already ingested)"
             if waiting:
                 reason += f" ({waiting} still being written)"
             if problems:

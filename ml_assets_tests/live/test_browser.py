@@ -1,8 +1,8 @@
 """What a user sees: the real `ml-assets dev` UI in headless Chromium, on a fresh project home.
 
 Before the UI starts, the home gets demo data and the whole graph materialized once
-(`ml-assets run`). Once the UI's sensors have settled (the start-up re-ingestion and the
-retrain it triggers), a deliberately worse challenger is trained, whose gates fail. The test then
+(`ml-assets run`). The landing sensor's first tick must find every landed day already ingested
+and launch nothing. Then a deliberately worse challenger is trained, whose gates fail. The test then
 checks, as a user would, the lineage, an asset page, a materialization launched from the UI,
 the validation report with its plots, and the failed gates. A screenshot of every step is kept
 under artifacts/screenshots/ (git-ignored; CI's artifacts), numbered in the order a user reads
@@ -67,7 +67,7 @@ SENSOR_TICKS = """
 query ($name: String!) {
   sensorOrError(sensorSelector: {
       repositoryLocationName: "ml_assets", repositoryName: "__repository__", sensorName: $name}) {
-    ... on Sensor { sensorState { ticks(limit: 1) { status } } }
+    ... on Sensor { sensorState { ticks(limit: 1) { status skipReason } } }
   }
 }
 """
@@ -139,36 +139,24 @@ def _all_runs_finished(server: DagsterDev, timeout: float) -> list[dict]:
 
 
 def _wait_for_landing_sensor(server: DagsterDev) -> None:
-    """The landing sensor's first tick has run, and whatever it launched has finished.
+    """The landing sensor's first tick has run and skipped every landed day: `ml-assets run`
+    ingested them through the same instance, so nothing is ingested (or retrained) twice."""
 
-    `ml-assets run` does not move the sensor's cursor, so on start-up the sensor ingests the
-    landed days once more; pages shown while that runs say "Materializing".
-    """
-
-    def ticked():
+    def first_tick():
         sensor = server.graphql(SENSOR_TICKS, {"name": "fraud_landing"})["sensorOrError"]
         ticks = sensor["sensorState"]["ticks"]
-        return ticks and ticks[0]["status"] in {"SUCCESS", "SKIPPED", "FAILURE"}
+        return ticks[0] if ticks and ticks[0]["status"] != "STARTED" else None
 
-    server.wait_until(ticked, timeout=90, interval=1, what="the landing sensor's first tick")
-    _all_runs_finished(server, timeout=120)
+    tick = server.wait_until(first_tick, timeout=90, interval=1, what="the landing sensor's tick")
+    assert tick["status"] == "SKIPPED", tick
+    landed = 2 * DEMO_DAYS  # transactions and customers: one file per day each
+    assert tick["skipReason"] == f"no new landing files ({landed} already ingested)", tick
+    assert _runs_launched_by(server, "fraud_landing") == []
 
 
-def _wait_for_the_retrain(server: DagsterDev) -> None:
-    """The start-up re-ingestion rewrote every feature day after the last training, so the
-    retrain sensor (`after_new_partitions`) launches `fraud_train` once; wait until it ends."""
-
-    def retrain_finished():
-        runs = [
-            run
-            for run in _runs(server)
-            if {"key": "dagster/sensor_name", "value": "fraud_fraud_detector_retrain"}
-            in run["tags"]
-        ]
-        return runs and all(run["status"] in FINISHED for run in runs)
-
-    server.wait_until(retrain_finished, timeout=180, interval=1, what="the retrain")
-    _all_runs_finished(server, timeout=120)
+def _runs_launched_by(server: DagsterDev, sensor: str) -> list[dict]:
+    tag = {"key": "dagster/sensor_name", "value": sensor}
+    return [run for run in _runs(server) if tag in run["tags"]]
 
 
 def _newest_day(home) -> str:
@@ -196,8 +184,7 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
         _wait_for_code_location(server)
         _step("dagster dev up")
         _wait_for_landing_sensor(server)
-        _wait_for_the_retrain(server)
-        _step("start-up sensor runs and the retrain they triggered finished")
+        _step("landing sensor: every landed day already ingested")
         _train_worse_challenger(env)
         _step("worse challenger blocked by its gates")
         seeded_runs = {run["runId"] for run in _runs(server)}
@@ -215,8 +202,8 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
                 _step("failed gates")
                 _materialize_from_ui(page, server, expect)
                 _step("materialization from the UI")
-                # Automation rescored the re-ingested days meanwhile; let it finish, so the
-                # graph shows settled states (and shutdown interrupts nothing).
+                # Let whatever automation started finish, so the graph shows settled states
+                # (and shutdown interrupts nothing).
                 runs = _all_runs_finished(server, timeout=180)
                 _lineage(page, server.url, expect)
                 _step("lineage")
@@ -228,6 +215,9 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
                 raise
         failed = [r for r in runs if r["runId"] not in seeded_runs and r["status"] != "SUCCESS"]
         assert not failed, f"runs launched while the UI was up did not succeed: {failed}"
+        # Nothing new landed and no gate passed: nothing to ingest or retrain.
+        assert _runs_launched_by(server, "fraud_landing") == []
+        assert _runs_launched_by(server, "fraud_fraud_detector_retrain") == []
     _step("dagster dev stopped, no processes left")
 
 

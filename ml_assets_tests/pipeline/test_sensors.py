@@ -91,14 +91,24 @@ class Landing:
     def add_days(self, *days: dt.date, tag: str = "") -> None:
         self.add(*[f"{day.isoformat()}{tag}.csv" for day in days])
 
-    def tick(self) -> dg.SensorExecutionData:
-        with dg.DagsterInstance.ephemeral() as instance:
+    def tick(self, instance: dg.DagsterInstance | None = None) -> dg.SensorExecutionData:
+        """One tick, against `instance` (a fresh, empty one by default)."""
+        with dg.DagsterInstance.ephemeral() as empty:
             context = dg.build_sensor_context(
-                instance=instance, cursor=self.cursor, definitions=self.defs
+                instance=instance or empty, cursor=self.cursor, definitions=self.defs
             )
             result = self.sensor.evaluate_tick(context)
         self.cursor = result.cursor
         return result
+
+    def record_ingestion(self, instance: dg.DagsterInstance, *days: dt.date) -> None:
+        """What a run outside the sensor (`ml-assets run`) leaves in the instance."""
+        for day in days:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=raw_key(self.spec, self.source), partition=day.isoformat()
+                )
+            )
 
 
 def _days(request: dg.RunRequest) -> tuple[dt.date, dt.date]:
@@ -183,6 +193,50 @@ def test_files_already_seen_never_produce_requests_again(transactions: Landing) 
 
     transactions.add_days(_day(5), _day(6))
     assert _summary(transactions.tick()) == [((_day(5), _day(6)), [RAW_TX, FEATURES])]
+    assert transactions.tick().run_requests == []
+
+
+def test_first_tick_skips_days_ingested_after_their_files_changed(transactions: Landing) -> None:
+    transactions.add_days(_day(1), _day(2), _day(3))
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with dg.instance_for_test() as instance:
+        transactions.record_ingestion(instance, _day(1), _day(2))
+
+        first = transactions.tick(instance)
+
+        # Days 1 and 2 are in the lake already; day 3 was never ingested.
+        assert _summary(first) == [((_day(3), _day(3)), [RAW_TX, FEATURES])]
+        assert transactions.source_cursor(first.cursor).newest_day == _day(3)
+        assert transactions.tick(instance).run_requests == []
+
+
+def test_a_file_changed_after_its_day_was_ingested_is_requested_on_the_first_tick(
+    transactions: Landing,
+) -> None:
+    transactions.add_days(_day(1), _day(2))
+    time.sleep(0.05)
+    with dg.instance_for_test() as instance:
+        transactions.record_ingestion(instance, _day(1), _day(2))
+        time.sleep(0.05)
+        (transactions.folder / "2026-01-02.csv").write_text("id,ts\ncorrected,\n")
+
+        assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+
+
+def test_a_first_tick_with_every_day_ingested_says_so_and_moves_the_cursor(
+    transactions: Landing,
+) -> None:
+    transactions.add_days(_day(1), _day(2))
+    time.sleep(0.05)
+    with dg.instance_for_test() as instance:
+        transactions.record_ingestion(instance, _day(1), _day(2))
+
+        result = transactions.tick(instance)
+
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files (2 already ingested)"
+    assert transactions.source_cursor(result.cursor).newest_day == _day(2)
+    # Later ticks trust the cursor: the files stay handled even against an empty instance.
     assert transactions.tick().run_requests == []
 
 
