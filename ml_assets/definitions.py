@@ -113,6 +113,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     target=dg.AssetSelection.all(),
                     default_status=dg.DefaultSensorStatus.RUNNING,
                     minimum_interval_seconds=30,
+                    # The scoring condition runs our own Python (WrittenAfterFirstChampion),
+                    # which the daemon cannot import; the code server can.
+                    use_user_code_server=True,
                 ),
                 build_notification_sensor(settings.webhook_url),
             ],

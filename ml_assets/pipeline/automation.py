@@ -13,6 +13,7 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from dagster._core.events import DagsterEventType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ml_assets.pipeline.keys import feature_key, model_keys
@@ -64,7 +65,55 @@ def follow_condition() -> dg.AutomationCondition:
     ).with_label("follow a new candidate once its gates passed")
 
 
-def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
+class WrittenAfterFirstChampion(dg.AutomationCondition[dg.AssetKey]):
+    """True for the partitions whose latest feature write came after the first champion.
+
+    Partitions share their keys with the feature table (the predictions are daily like it).
+    Update flags alone cannot tell these days apart on the tick where the first champion
+    appears: a quick first training finishes within one tick of the ingestion of the history it
+    was trained on, and a day that lands during that training is new too. The event log's
+    storage ids order the writes, so the comparison is exact. Arbitrary Python, so the
+    automation sensor evaluates in the code server (`use_user_code_server=True`).
+    """
+
+    def __init__(self, features: dg.AssetKey, champion: dg.AssetKey) -> None:
+        self.features = features
+        self.champion = champion
+
+    @property
+    def name(self) -> str:
+        return "written_after_first_champion"
+
+    @property
+    def description(self) -> str:
+        return f"{self.features.to_user_string()} written after the first champion"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        instance = context.asset_graph_view.instance
+        first = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=self.champion), limit=1, ascending=True
+        ).records
+        if not first:
+            return dg.AutomationResult(context=context, true_subset=context.get_empty_subset())
+        latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+            self.features, DagsterEventType.ASSET_MATERIALIZATION
+        )
+        written_after = {
+            key for key, storage_id in latest.items() if storage_id > first[0].storage_id
+        }
+        return dg.AutomationResult(
+            context=context,
+            true_subset=context.candidate_subset.compute_intersection_with_partition_keys(
+                written_after
+            ),
+        )
+
+
+def scoring_condition(features: dg.AssetKey, champion: dg.AssetKey) -> dg.AutomationCondition:
     """Score a feature partition when it is written or rewritten while a champion exists.
 
     Unlike `eager()` this reaches every partition, not only the latest day, because the landing
@@ -72,13 +121,15 @@ def scoring_condition(champion: dg.AssetKey) -> dg.AutomationCondition:
     inference log keeps what was scored with which version. Days written before the first
     champion existed are not scored either (the `<pipeline>_score` job does that on request):
     the trigger is an update *while* the champion exists, so the first promotion does not
-    score, monitor and flag as drifted all the history a model was trained on. A feature
-    partition whose blocking quality checks failed is not scored.
+    score, monitor and flag as drifted all the history a model was trained on, even when both
+    appear on the same tick. A feature partition whose blocking quality checks failed is not
+    scored.
     """
     champion_only = dg.AssetSelection.assets(champion)
     updated_with_champion = (
         dg.AutomationCondition.any_deps_updated().ignore(champion_only)
         & ~dg.AutomationCondition.any_deps_missing()
+        & WrittenAfterFirstChampion(features, champion)
     )
     return (
         updated_with_champion.since_last_handled()

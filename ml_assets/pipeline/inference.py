@@ -38,7 +38,7 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"polars", "mlflow", "delta"},
         owners=spec.owners,
         tags={"layer": "predictions", "pipeline": spec.name},
-        automation_condition=scoring_condition(keys.champion),
+        automation_condition=scoring_condition(features, keys.champion),
     )
     def predictions(
         context: dg.AssetExecutionContext, features: pl.LazyFrame, mlflow_tracking: MlflowTracking

@@ -67,4 +67,3 @@ def pipeline_tags(spec: PipelineSpec) -> dict[str, str]:
 # that would repeat (bad input, no champion, a refused gate) raise
 # `dg.Failure(allow_retries=False)` instead.
 EXTERNAL_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
-

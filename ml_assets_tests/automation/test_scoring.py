@@ -44,27 +44,38 @@ def _ingest(settings, defs, instance, days: list[dt.date]) -> None:
     assert result.success
 
 
+class Ticks:
+    """The automation sensor's ticks for the predictions, evaluated on the instance."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance, self.cursor = defs, instance, None
+
+    def __call__(self) -> set[str]:
+        """The prediction partitions this tick requests."""
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
+            cursor=self.cursor,
+        )
+        self.cursor = result.cursor
+        return set(result.get_requested_partitions(KEYS.predictions))
+
+
+def _promote(instance: dg.DagsterInstance) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
+
+
 def test_days_ingested_in_one_run_after_the_first_champion_are_scored_history_is_not(
     deployment,
 ):
     settings, defs, instance = deployment
-    cursor = None
-
-    def tick() -> set[str]:
-        nonlocal cursor
-        result = dg.evaluate_automation_conditions(
-            defs=defs,
-            instance=instance,
-            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
-            cursor=cursor,
-        )
-        cursor = result.cursor
-        return set(result.get_requested_partitions(KEYS.predictions))
+    tick = Ticks(defs, instance)
 
     assert tick() == set()
     _ingest(settings, defs, instance, HISTORY)
     assert tick() == set(), "no champion yet"
-    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
+    _promote(instance)
     # The first champion does not score the history it was trained on.
     assert tick() == set()
 
@@ -72,3 +83,34 @@ def test_days_ingested_in_one_run_after_the_first_champion_are_scored_history_is
     # Each day of the range run passed its blocking checks on its own: all of them are scored.
     assert tick() == {d.isoformat() for d in LATER}
     assert tick() == set(), "requested once"
+
+
+def test_history_landing_in_the_same_tick_as_the_first_champion_is_not_scored(deployment):
+    """A quick first training: the history's features and the first champion are both new on
+    one tick. The history must still not be scored (nor flagged as drifted)."""
+    settings, defs, instance = deployment
+    tick = Ticks(defs, instance)
+
+    assert tick() == set()
+    _ingest(settings, defs, instance, HISTORY)
+    _promote(instance)
+    assert tick() == set()
+
+    _ingest(settings, defs, instance, LATER)
+    assert tick() == {d.isoformat() for d in LATER}
+
+
+def test_new_days_landing_in_the_same_tick_as_a_later_champion_are_scored(deployment):
+    """New days whose ingestion queued behind a retrain land on the tick its champion does."""
+    settings, defs, instance = deployment
+    tick = Ticks(defs, instance)
+
+    assert tick() == set()
+    _ingest(settings, defs, instance, HISTORY)
+    assert tick() == set()
+    _promote(instance)
+    assert tick() == set()
+
+    _ingest(settings, defs, instance, LATER)
+    _promote(instance)
+    assert tick() == {d.isoformat() for d in LATER}
