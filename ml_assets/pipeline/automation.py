@@ -65,6 +65,22 @@ def follow_condition() -> dg.AutomationCondition:
     ).with_label("follow a new candidate once its gates passed")
 
 
+def latest_materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str]
+) -> dict[str, dg.EventLogRecord]:
+    """The latest materialization of each of `partitions` that has one, in two queries."""
+    storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION
+    )
+    wanted = [storage_ids[p] for p in partitions if p in storage_ids]
+    if not wanted:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, storage_ids=wanted), limit=len(wanted)
+    ).records
+    return {record.partition_key: record for record in records if record.partition_key}
+
+
 class WrittenAfterFirstChampion(dg.AutomationCondition[dg.AssetKey]):
     """True for the partitions whose latest feature write came after the first champion.
 
@@ -259,23 +275,9 @@ def record_day_verdicts(
     """
     if len(verdicts) < 2:
         return  # a single-partition run: Dagster records its partition itself
-    days = [v.partition for v in verdicts]
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=days),
-        limit=len(days),
-        ascending=False,
-    ).records
-    latest: dict[str, Any] = {}
-    for record in records:
-        latest.setdefault(record.partition_key, record)
-    for day in days:
-        if day not in latest:
-            found = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[day]),
-                limit=1,
-            ).records
-            if found:
-                latest[day] = found[0]
+    latest = latest_materializations(
+        context.instance, check_key.asset_key, [v.partition for v in verdicts]
+    )
     for verdict in verdicts:
         record = latest.get(verdict.partition)
         context.op_execution_context.log_event(

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from ml_assets.ingest.landing import scan_landing
+from ml_assets.pipeline.automation import latest_materializations
 from ml_assets.pipeline.keys import feature_key, pipeline_tags, raw_key
 from ml_assets.pipeline.spec import PipelineSpec
 
@@ -152,23 +153,12 @@ def scan_source(
     )
 
 
-def latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
-    """`IngestedAt` for one asset, from the instance's event log (one paged query)."""
+def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
+    """`IngestedAt` for one raw asset, from the instance's event log."""
 
     def ingested_at(days: set[dt.date]) -> dict[dt.date, int]:
-        latest: dict[dt.date, int] = {}
-        records_filter = dg.AssetRecordsFilter(
-            asset_key=key, asset_partitions=[d.isoformat() for d in days]
-        )
-        cursor = None
-        while True:
-            page = instance.fetch_materializations(records_filter, limit=1000, cursor=cursor)
-            for record in page.records:
-                day = dt.date.fromisoformat(record.partition_key[:10])
-                latest[day] = max(latest.get(day, 0), int(record.timestamp * 1e9))
-            if not page.has_more:
-                return latest
-            cursor = page.cursor
+        latest = latest_materializations(instance, key, [d.isoformat() for d in days])
+        return {dt.date.fromisoformat(p): int(r.timestamp * 1e9) for p, r in latest.items()}
 
     return ingested_at
 
@@ -254,7 +244,7 @@ def build_landing_sensor(
                 # A source's first tick: skip the days its raw table already holds.
                 ingested_at=None
                 if name in stored
-                else latest_materializations(context.instance, raw_key(spec, name)),
+                else ingestion_times(context.instance, raw_key(spec, name)),
             )
             for name in spec.sources
         }

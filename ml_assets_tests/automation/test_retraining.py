@@ -8,26 +8,10 @@ from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC
 from ml_assets_tests.automation.freshness_state import FAIL, PASS, WARN, report_freshness
+from ml_assets_tests.automation.ticks import Ticks
 
 KEYS = model_keys(load_spec(DEMO_PIPELINE_SPEC))
 FEATURES = dg.AssetKey(["fraud", "features", "transaction_features"])
-
-
-class Ticks:
-    """The automation condition sensor's evaluations, one call per tick, cursor carried over."""
-
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-        self.defs, self.instance, self.cursor = defs, instance, None
-
-    def __call__(self) -> set[dg.AssetKey]:
-        result = dg.evaluate_automation_conditions(
-            defs=self.defs,
-            instance=self.instance,
-            asset_selection=dg.AssetSelection.assets(KEYS.candidate),
-            cursor=self.cursor,
-        )
-        self.cursor = result.cursor
-        return {key for key in [KEYS.candidate] if result.get_num_requested(key)}
 
 
 @pytest.fixture
@@ -36,7 +20,7 @@ def ticks(settings) -> Ticks:
     # A trained model on materialized features: the starting point of every scenario.
     instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-05"))
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
-    return Ticks(build_definitions(settings), instance)
+    return Ticks(build_definitions(settings), instance, KEYS.candidate)
 
 
 def test_a_fresh_model_is_left_alone(ticks):

@@ -15,6 +15,7 @@ from ml_assets.demo.generate import write_demo_data
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
+from ml_assets_tests.automation.ticks import Ticks
 from ml_assets_tests.conftest import DEMO_START
 from ml_assets_tests.models.conftest import _range
 
@@ -44,24 +45,6 @@ def _ingest(settings, defs, instance, days: list[dt.date]) -> None:
     assert result.success
 
 
-class Ticks:
-    """The automation sensor's ticks for the predictions, evaluated on the instance."""
-
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-        self.defs, self.instance, self.cursor = defs, instance, None
-
-    def __call__(self) -> set[str]:
-        """The prediction partitions this tick requests."""
-        result = dg.evaluate_automation_conditions(
-            defs=self.defs,
-            instance=self.instance,
-            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
-            cursor=self.cursor,
-        )
-        self.cursor = result.cursor
-        return set(result.get_requested_partitions(KEYS.predictions))
-
-
 def _promote(instance: dg.DagsterInstance) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
 
@@ -70,7 +53,7 @@ def test_days_ingested_in_one_run_after_the_first_champion_are_scored_history_is
     deployment,
 ):
     settings, defs, instance = deployment
-    tick = Ticks(defs, instance)
+    tick = Ticks(defs, instance, KEYS.predictions).partitions
 
     assert tick() == set()
     _ingest(settings, defs, instance, HISTORY)
@@ -89,7 +72,7 @@ def test_history_landing_in_the_same_tick_as_the_first_champion_is_not_scored(de
     """A quick first training: the history's features and the first champion are both new on
     one tick. The history must still not be scored (nor flagged as drifted)."""
     settings, defs, instance = deployment
-    tick = Ticks(defs, instance)
+    tick = Ticks(defs, instance, KEYS.predictions).partitions
 
     assert tick() == set()
     _ingest(settings, defs, instance, HISTORY)
@@ -103,7 +86,7 @@ def test_history_landing_in_the_same_tick_as_the_first_champion_is_not_scored(de
 def test_new_days_landing_in_the_same_tick_as_a_later_champion_are_scored(deployment):
     """New days whose ingestion queued behind a retrain land on the tick its champion does."""
     settings, defs, instance = deployment
-    tick = Ticks(defs, instance)
+    tick = Ticks(defs, instance, KEYS.predictions).partitions
 
     assert tick() == set()
     _ingest(settings, defs, instance, HISTORY)

@@ -15,6 +15,7 @@ import mlflow
 import polars as pl
 import pytest
 
+from ml_assets_tests.automation.ticks import Ticks
 from ml_assets_tests.live.dagster_dev import free_port
 from ml_assets_tests.models.conftest import KEYS, LAST_DAY
 
@@ -64,20 +65,12 @@ def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(depl
     defs = deployment.defs
     features = dg.AssetKey(["fraud", "features", "transaction_features"])
 
-    def requested(cursor=None):
-        result = dg.evaluate_automation_conditions(
-            defs=defs,
-            instance=instance,
-            asset_selection=dg.AssetSelection.assets(KEYS.predictions),
-            cursor=cursor,
-        )
-        return result.get_requested_partitions(KEYS.predictions), result.cursor
+    requested = Ticks(defs, instance, KEYS.predictions).partitions
 
     # New feature partitions but no champion materialized yet: nothing to score.
     for day in ("2026-01-29", "2026-01-30"):
         instance.report_runless_asset_event(dg.AssetMaterialization(features, partition=day))
-    partitions, cursor = requested()
-    assert partitions == set()
+    assert requested() == set()
 
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.champion))
     # A real run of the feature partition with its blocking quality checks, which pass.
@@ -85,11 +78,9 @@ def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(depl
         dg.AssetSelection.assets(features), partition_key="2026-01-30", instance=instance
     )
     assert run.success
-    partitions, cursor = requested(cursor)
-    assert partitions == {"2026-01-30"}
+    assert requested() == {"2026-01-30"}
     # Handled: the next tick asks for nothing more.
-    partitions, _ = requested(cursor)
-    assert partitions == set()
+    assert requested() == set()
 
 
 @pytest.mark.slow

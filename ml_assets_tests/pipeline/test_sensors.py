@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -102,7 +103,9 @@ class Landing:
         return result
 
     def record_ingestion(self, instance: dg.DagsterInstance, *days: dt.date) -> None:
-        """What a run outside the sensor (`ml-assets run`) leaves in the instance."""
+        """What a run outside the sensor (`ml-assets run`) leaves in the instance, after the
+        files landed."""
+        time.sleep(0.05)  # past the file system's timestamp granularity
         for day in days:
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
@@ -196,42 +199,45 @@ def test_files_already_seen_never_produce_requests_again(transactions: Landing) 
     assert transactions.tick().run_requests == []
 
 
-def test_first_tick_skips_days_ingested_after_their_files_changed(transactions: Landing) -> None:
-    transactions.add_days(_day(1), _day(2), _day(3))
-    time.sleep(0.05)  # past the file system's timestamp granularity
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
-        transactions.record_ingestion(instance, _day(1), _day(2))
+        yield instance
 
-        first = transactions.tick(instance)
 
-        # Days 1 and 2 are in the lake already; day 3 was never ingested.
-        assert _summary(first) == [((_day(3), _day(3)), [RAW_TX, FEATURES])]
-        assert transactions.source_cursor(first.cursor).newest_day == _day(3)
-        assert transactions.tick(instance).run_requests == []
+def test_first_tick_skips_days_ingested_after_their_files_changed(
+    transactions: Landing, instance: dg.DagsterInstance
+) -> None:
+    transactions.add_days(_day(1), _day(2), _day(3))
+    transactions.record_ingestion(instance, _day(1), _day(2))
+
+    first = transactions.tick(instance)
+
+    # Days 1 and 2 are in the lake already; day 3 was never ingested.
+    assert _summary(first) == [((_day(3), _day(3)), [RAW_TX, FEATURES])]
+    assert transactions.source_cursor(first.cursor).newest_day == _day(3)
+    assert transactions.tick(instance).run_requests == []
 
 
 def test_a_file_changed_after_its_day_was_ingested_is_requested_on_the_first_tick(
-    transactions: Landing,
+    transactions: Landing, instance: dg.DagsterInstance
 ) -> None:
     transactions.add_days(_day(1), _day(2))
+    transactions.record_ingestion(instance, _day(1), _day(2))
     time.sleep(0.05)
-    with dg.instance_for_test() as instance:
-        transactions.record_ingestion(instance, _day(1), _day(2))
-        time.sleep(0.05)
-        (transactions.folder / "2026-01-02.csv").write_text("id,ts\ncorrected,\n")
 
-        assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+    (transactions.folder / "2026-01-02.csv").write_text("id,ts\ncorrected,\n")
+
+    assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
 
 
 def test_a_first_tick_with_every_day_ingested_says_so_and_moves_the_cursor(
-    transactions: Landing,
+    transactions: Landing, instance: dg.DagsterInstance
 ) -> None:
     transactions.add_days(_day(1), _day(2))
-    time.sleep(0.05)
-    with dg.instance_for_test() as instance:
-        transactions.record_ingestion(instance, _day(1), _day(2))
+    transactions.record_ingestion(instance, _day(1), _day(2))
 
-        result = transactions.tick(instance)
+    result = transactions.tick(instance)
 
     assert result.run_requests == []
     assert result.skip_message == "no new landing files (2 already ingested)"
