@@ -109,7 +109,7 @@ class SourceTick:
     already_ingested: int = 0
 
 
-# The days' latest materialization time (ns) of a source's raw asset, for the given days.
+# When each of the given days was last ingested (ns), for the days a source's raw asset has.
 IngestedAt = Callable[[set[dt.date]], Mapping[dt.date, int]]
 
 
@@ -123,7 +123,7 @@ def scan_source(
 ) -> SourceTick:
     """What is new in one source's landing folder since `cursor`.
 
-    `ingested_at` is given on a source's first tick: files whose day was materialized after they
+    `ingested_at` is given on a source's first tick: files whose day was ingested after they
     last changed are already in the lake (ingested by `ml-assets run`, or by an instance whose
     sensor state was reset), so the cursor moves past them without requesting their days again.
     """
@@ -154,11 +154,20 @@ def scan_source(
 
 
 def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
-    """`IngestedAt` for one raw asset, from the instance's event log."""
+    """`IngestedAt` for one raw asset: when the run behind each day's latest materialization
+    started. Not the materialization's own time: the run read the files before then, so a file
+    rewritten while it ran may not be in the lake. A materialization reported without a run
+    counts at its own time."""
 
     def ingested_at(days: set[dt.date]) -> dict[dt.date, int]:
         latest = latest_materializations(instance, key, [d.isoformat() for d in days])
-        return {dt.date.fromisoformat(p): int(r.timestamp * 1e9) for p, r in latest.items()}
+        run_ids = sorted({r.run_id for r in latest.values() if r.run_id})
+        runs = instance.get_run_records(dg.RunsFilter(run_ids=run_ids)) if run_ids else []
+        started = {run.dagster_run.run_id: run.start_time for run in runs if run.start_time}
+        return {
+            dt.date.fromisoformat(p): int(started.get(r.run_id, r.timestamp) * 1e9)
+            for p, r in latest.items()
+        }
 
     return ingested_at
 
@@ -256,8 +265,8 @@ def build_landing_sensor(
         skipped = sum(tick.already_ingested for tick in ticks.values())
         if skipped:
             context.log.info(
-                f"{skipped} landing file(s) skipped: their days were materialized after the "
-                "files last changed (already ingested)"
+                f"{skipped} landing file(s) skipped: their days were ingested after the files "
+                "last changed"
             )
         if not new_days:
             waiting = sum(tick.waiting for tick in ticks.values())

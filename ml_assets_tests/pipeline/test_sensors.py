@@ -21,7 +21,7 @@ import yaml
 from ml_assets.definitions import build_resources
 from ml_assets.demo.generate import write_demo_data
 from ml_assets.pipeline.factory import build_pipeline
-from ml_assets.pipeline.keys import PIPELINE_TAG, feature_key, raw_key
+from ml_assets.pipeline.keys import PIPELINE_TAG, daily_partitions, feature_key, raw_key
 from ml_assets.pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -229,6 +229,35 @@ def test_a_file_changed_after_its_day_was_ingested_is_requested_on_the_first_tic
     (transactions.folder / "2026-01-02.csv").write_text("id,ts\ncorrected,\n")
 
     assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+
+
+def test_a_file_rewritten_while_a_run_ingested_its_day_is_requested_on_the_first_tick(
+    transactions: Landing, instance: dg.DagsterInstance
+) -> None:
+    transactions.add_days(_day(1), _day(2))
+    time.sleep(0.05)
+    rewritten = transactions.folder / "2026-01-01.csv"
+
+    @dg.asset(
+        key=raw_key(transactions.spec, "transactions"),
+        partitions_def=daily_partitions(transactions.spec),
+    )
+    def ingestion(context) -> None:  # annotated, dagster cannot resolve the postponed type
+        # The run has read day 1's file when a corrected one lands, before the run ends.
+        if context.partition_key == "2026-01-01":
+            time.sleep(0.05)
+            rewritten.write_text("id,ts\ncorrected,\n")
+            time.sleep(0.05)
+
+    for day in ("2026-01-01", "2026-01-02"):
+        assert dg.materialize([ingestion], instance=instance, partition_key=day).success
+
+    # Day 1's file changed after its run started, though before the day was materialized: day 1
+    # is ingested again, and day 2's features, which look back on it, are rebuilt.
+    assert _summary(transactions.tick(instance)) == [
+        ((_day(1), _day(1)), [RAW_TX, FEATURES]),
+        ((_day(2), _day(2)), [FEATURES]),
+    ]
 
 
 def test_a_first_tick_with_every_day_ingested_says_so_and_moves_the_cursor(
