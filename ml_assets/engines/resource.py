@@ -134,4 +134,4 @@ class EngineDeltaIOManager(DeltaIOManager):
         result = spark_delta.write_partitions(
             obj, self.lake.table_uri(context.asset_key), partitions=partitions
         )
-        context.add_output_metadata(write_metadata(result, partitions))
+        context.add_output_metadata(write_metadata(context, result, partitions))

@@ -56,14 +56,29 @@ def output_partitions(context: dg.OutputContext) -> list[delta.PartitionValue] |
     return _partition_values(context.asset_partitions_def, context.asset_partition_keys)
 
 
+def reported_descriptions(context: dg.OutputContext) -> dict[str, str]:
+    """Column descriptions in the `dagster/column_schema` the asset itself reported, if any."""
+    value = context.output_metadata.get("dagster/column_schema")
+    schema = value.schema if isinstance(value, dg.TableSchemaMetadataValue) else value
+    if not isinstance(schema, dg.TableSchema):
+        return {}
+    return {c.name: c.description for c in schema.columns if c.description}
+
+
 def write_metadata(
-    result: delta.WriteResult, partitions: list[delta.PartitionValue] | None
+    context: dg.OutputContext,
+    result: delta.WriteResult,
+    partitions: list[delta.PartitionValue] | None,
 ) -> dict[str, object]:
-    """What every Delta write reports, whichever engine wrote it."""
+    """What every Delta write reports, whichever engine wrote it.
+
+    The column schema is the one written, with the descriptions the asset reported: this
+    metadata replaces the asset's own `dagster/column_schema`.
+    """
     return {
         "dagster/row_count": result.rows_written,
         "dagster/uri": result.uri,
-        "dagster/column_schema": column_schema(result.schema),
+        "dagster/column_schema": column_schema(result.schema, reported_descriptions(context)),
         "delta_version": result.version,
         "table_row_count": result.table_rows,
         "partitions_written": len(partitions) if partitions is not None else 0,
@@ -102,7 +117,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         partitions = output_partitions(context)
         uri = self.lake.table_uri(context.asset_key)
         result = delta.write_partitions(uri, obj, partitions=partitions)
-        context.add_output_metadata(write_metadata(result, partitions))
+        context.add_output_metadata(write_metadata(context, result, partitions))
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         asset_key = context.asset_key

@@ -209,3 +209,29 @@ def test_a_partition_computed_alone_equals_the_same_partition_in_a_backfill(land
     assert single.sort("event_id").equals(full.sort("event_id"))
     # Lookback features are populated, so the equality is not trivially about nulls.
     assert single["cust_txn_count_prev_days"].sum() > 0
+
+
+def test_the_specs_column_descriptions_reach_the_feature_tables_metadata(landing, tmp_path):
+    from ml_assets.settings import load_settings
+
+    settings = load_settings(
+        {"ML_ASSETS_HOME": str(tmp_path), "ML_ASSETS_LANDING_ROOT": str(landing)}
+    )
+    result = dg.materialize(
+        list(build_definitions(settings).assets),
+        resources=build_resources(settings),
+        selection=dg.AssetSelection.groups("raw", "features"),
+        partition_key=DAYS[0].isoformat(),
+    )
+
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "transaction_features"
+    ]
+    schema = event.materialization.metadata["dagster/column_schema"].schema
+    descriptions = {c.name: c.description for c in schema.columns}
+    declared = load_spec(DEMO_PIPELINE_SPEC).features["transaction_features"].column_descriptions
+    assert declared and {name: descriptions[name] for name in declared} == declared
+    # Columns the spec does not describe keep their written type, without a description.
+    assert descriptions["event_id"] is None
