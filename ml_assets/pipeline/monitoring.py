@@ -18,7 +18,7 @@ import polars as pl
 from ml_assets.ml.drift import FeatureReference, build_reference, drifted, feature_drift
 from ml_assets.ml.estimators import split_columns
 from ml_assets.ml.evaluate import classification_metrics, regression_metrics
-from ml_assets.pipeline.automation import DayVerdict, record_day_verdicts
+from ml_assets.pipeline.automation import DayVerdict, WrittenAfterFirstChampion, record_day_verdicts
 from ml_assets.pipeline.keys import (
     EXTERNAL_RETRY,
     daily_partitions,
@@ -131,13 +131,16 @@ def _markdown(day: dt.date, rows: list, threshold: float, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def drift_condition(features: dg.AssetKey) -> dg.AutomationCondition:
+def drift_condition(features: dg.AssetKey, champion: dg.AssetKey) -> dg.AutomationCondition:
     """Monitor a day once its predictions are (re)written: new days, and days rescored after
-    their labels arrived."""
+    their labels arrived. Not the history written before the first champion, even when someone
+    scores it (`<pipeline>_score`): its first days' lookback features are incomplete, so against
+    the champion's training window they would all be flagged as drifted and start a retrain."""
     return (
         dg.AutomationCondition.any_deps_updated()
         .ignore(dg.AssetSelection.assets(features))
         .since_last_handled()
+        & WrittenAfterFirstChampion(features, champion)
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
@@ -168,7 +171,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"polars", "delta"},
         owners=spec.owners,
         tags={"layer": "monitoring", "pipeline": spec.name},
-        automation_condition=drift_condition(features),
+        automation_condition=drift_condition(features, keys.champion),
     )
     def drift(
         context: dg.AssetExecutionContext,

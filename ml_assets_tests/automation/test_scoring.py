@@ -13,13 +13,15 @@ import pytest
 from ml_assets.definitions import build_definitions, build_resources
 from ml_assets.demo.generate import write_demo_data
 from ml_assets.pipeline.keys import model_keys
+from ml_assets.pipeline.monitoring import drift_key
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
 from ml_assets_tests.automation.ticks import Ticks
 from ml_assets_tests.conftest import DEMO_START
 from ml_assets_tests.models.conftest import _range
 
-KEYS = model_keys(load_spec(DEMO_PIPELINE_SPEC))
+SPEC = load_spec(DEMO_PIPELINE_SPEC)
+KEYS = model_keys(SPEC)
 DAYS = [DEMO_START + dt.timedelta(days=i) for i in range(6)]
 HISTORY, LATER = DAYS[:3], DAYS[3:]
 
@@ -97,3 +99,28 @@ def test_new_days_landing_in_the_same_tick_as_a_later_champion_are_scored(deploy
     _ingest(settings, defs, instance, LATER)
     _promote(instance)
     assert tick() == {d.isoformat() for d in LATER}
+
+
+def _score(instance: dg.DagsterInstance, days: list[dt.date]) -> None:
+    for day in days:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(KEYS.predictions, partition=day.isoformat())
+        )
+
+
+def test_history_scored_on_request_is_not_monitored_new_days_are(deployment):
+    """Scoring the history by hand (`fraud_score`) must not monitor it: its first days have
+    empty lookback features and would all be flagged as drifted, which starts a retrain."""
+    settings, defs, instance = deployment
+    tick = Ticks(defs, instance, drift_key(SPEC)).partitions
+
+    assert tick() == set()
+    _ingest(settings, defs, instance, HISTORY)
+    _promote(instance)
+    _score(instance, HISTORY)
+    assert tick() == set()
+
+    _ingest(settings, defs, instance, LATER)
+    _score(instance, LATER)
+    assert tick() == {d.isoformat() for d in LATER}
+    assert tick() == set(), "requested once"
