@@ -227,11 +227,12 @@ def _run_notifications(instance: dg.DagsterInstance, record: Any) -> tuple[Notif
             new = _metadata_value(metadata, "champion_version")
             old = _metadata_value(metadata, "previous_champion_version") or None
             model = key.path[-1].removesuffix(CHAMPION_SUFFIX)
+            change = f"v{old} → v{new}" if old else f"v{new} (first champion)"
             notes.append(
                 Notification(
                     kind="champion_change",
-                    title=f"New champion: {model} v{old or 'none'} → v{new}",
-                    lines=(f"`{key.to_user_string()}`: champion version {old or 'none'} → {new}",),
+                    title=f"New champion: {model} {change}",
+                    lines=(f"`{key.to_user_string()}`: champion {change}",),
                     details={
                         "asset": key.to_user_string(),
                         "model": model,

@@ -184,6 +184,18 @@ def test_messages_for_failures_checks_and_champion_changes(receiver: Receiver) -
         assert [p["ml_assets"]["kind"] for p in receiver.payloads[count:]] == ["run_failure"]
 
 
+def test_the_first_champion_is_announced_as_such(receiver: Receiver) -> None:
+    with dg.instance_for_test() as instance:
+        # The promotion asset records 0 when there was no champion before.
+        assert dg.materialize([_champion(True, 1, 0)], instance=instance).success
+        _tick(instance, receiver.url)
+
+        [champion] = receiver.payloads
+        assert champion["ml_assets"]["previous_version"] is None
+        assert "New champion: fraud_detector v1 (first champion)" in champion["text"]
+        assert "none" not in champion["text"]
+
+
 def test_nothing_sent_without_a_url(receiver: Receiver) -> None:
     with dg.instance_for_test() as instance:
         dg.materialize([broken], instance=instance, raise_on_error=False)
