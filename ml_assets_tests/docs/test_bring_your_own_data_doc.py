@@ -41,6 +41,9 @@ def test_the_worked_example_goes_from_csv_files_to_a_champion(tmp_path):
     for job in ("loans_ingest", "loans_train", "loans_score"):
         assert f"{job}: 2026-09-01 .. 2026-10-12 succeeded" in out, out
     assert "champion of loan_default: version 1 (new)" in out, out
+    # One line per check for the 42-day range (not one per day too), and no step-by-step log.
+    assert out.count("check loans/raw/applications values: passed") == 1, out
+    assert " - DEBUG - " not in ran.stderr, ran.stderr[-3000:]
 
     settings = load_settings({**env, "ML_ASSETS_PIPELINES": "examples/loans/pipeline.yaml"})
     client = MlflowClient(settings.mlflow_tracking_uri)
