@@ -131,6 +131,40 @@ def _markdown(day: dt.date, rows: list, threshold: float, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _drift_metadata(
+    summaries: list[dict], results_by_day: dict[dt.date, list], threshold: float
+) -> dict[str, object]:
+    """The day's figures for a one-day run. A range run's metadata is copied by Dagster onto
+    every day of the range (dagster-io/dagster#18123), so it reports the range as a whole:
+    its worst day, named, and the drifted features of any day; per-day figures such as the
+    mean PSI or the live AUC would repeat one day's value on all days, and are only in the
+    summary table."""
+    worst = max(summaries, key=lambda s: s["max_psi"] if s["max_psi"] is not None else -1.0)
+    drifted_features = sorted({f for s in summaries for f in s["drifted_features"].split(",") if f})
+    metadata: dict[str, object] = {
+        "max_psi": float(worst["max_psi"] or 0.0),
+        "n_drifted_features": len(drifted_features),
+        "drifted_features": dg.MetadataValue.json(drifted_features),
+        "psi_by_feature": dg.MetadataValue.md(
+            _markdown(worst[PARTITION_COLUMN], results_by_day[worst[PARTITION_COLUMN]], threshold)
+        ),
+    }
+    if len(summaries) > 1:
+        return {
+            **metadata,
+            "days": len(summaries),
+            "worst_day": worst[PARTITION_COLUMN].isoformat(),
+            "days_with_drift": sum(1 for s in summaries if s["n_drifted_features"]),
+        }
+    [day] = summaries
+    metadata["mean_psi"] = float(day["mean_psi"] or 0.0)
+    metadata["labelled_rows"] = day["labelled_rows"]
+    for name in ("live_roc_auc", "live_pr_auc", "live_rmse"):
+        if day[name] is not None:
+            metadata[name] = float(day[name])
+    return metadata
+
+
 def drift_condition(features: dg.AssetKey, champion: dg.AssetKey) -> dg.AutomationCondition:
     """Monitor a day once its predictions are (re)written: new days, and days rescored after
     their labels arrived. Not the history written before the first champion, even when someone
@@ -204,7 +238,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         now = dt.datetime.now(dt.UTC)
         version = int(champion.version)
-        rows, summaries = [], []
+        rows, summaries, results_by_day = [], [], {}
         for day in days:
             today = frame.filter(pl.col(PARTITION_COLUMN) == day)
             results = feature_drift(references, today)
@@ -216,7 +250,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
             live = live_quality(model, today, scored, join_keys)
             psis = [d.psi for d in results if not math.isnan(d.psi)]
-            last_results, last_drifting = results, drifting
+            results_by_day[day] = results
             rows += [
                 {
                     PARTITION_COLUMN: day,
@@ -256,27 +290,13 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         summary_uri = lake.table_uri(summary_key(spec))
         delta.write_partitions(summary_uri, summary, partitions=days)
 
-        last = summaries[-1]
         metadata = {
             "model_version": version,
             "reference_window": window,
             "reference_rows": reference_rows,
-            "max_psi": float(last["max_psi"] or 0.0),
-            "mean_psi": float(last["mean_psi"] or 0.0),
-            "n_drifted_features": last["n_drifted_features"],
-            "drifted_features": dg.MetadataValue.json(last_drifting),
-            "labelled_rows": last["labelled_rows"],
             "summary_uri": summary_uri,
-            "psi_by_feature": dg.MetadataValue.md(
-                _markdown(days[-1], last_results, monitoring.psi_threshold)
-            ),
+            **_drift_metadata(summaries, results_by_day, monitoring.psi_threshold),
         }
-        for name in ("live_roc_auc", "live_pr_auc", "live_rmse"):
-            if last[name] is not None:
-                metadata[name] = float(last[name])
-        if len(days) > 1:
-            metadata["days"] = len(days)
-            metadata["days_with_drift"] = sum(1 for s in summaries if s["n_drifted_features"])
         context.add_output_metadata(metadata)
         return pl.DataFrame(
             rows,

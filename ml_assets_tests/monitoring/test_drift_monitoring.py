@@ -84,6 +84,20 @@ def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
     assert all(n >= MONITORING.min_drifted_features for n in after["n_drifted_features"]), after
     assert before["max_psi"].max() < MONITORING.psi_threshold < after["max_psi"].min()
     assert all("amount" in f.split(",") for f in after["drifted_features"])
+    # Dagster copies a range run's metadata onto every day: it names the range's worst day and
+    # carries no one day's figures.
+    range_metadata = {
+        k: v.value
+        for k, v in ranged.asset_materializations_for_node(
+            "fraud__monitoring__fraud_detector_drift"
+        )[0].metadata.items()
+    }
+    worst = summary.sort("max_psi").row(-1, named=True)
+    assert range_metadata["worst_day"] == worst["event_date"].isoformat()
+    assert range_metadata["max_psi"] == worst["max_psi"]
+    assert range_metadata["psi_by_feature"].startswith(f"**{worst['event_date']}**")
+    assert range_metadata["days"] == summary.height
+    assert "mean_psi" not in range_metadata and "live_roc_auc" not in range_metadata
     # Labels are present in the demo: the live quality is measured every day.
     assert summary["labelled_rows"].min() == 600
     assert all(0.5 < auc <= 1.0 for auc in summary["live_roc_auc"])
