@@ -105,6 +105,14 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         str(project_root() / "workspace.yaml"),
     ]
     print(f"Dagster UI on http://{args.host}:{args.port} (instance: {settings.dagster_home})")
+    config = project_root() / "dagster.yaml"
+    if config.exists() and (Path.cwd() / "dagster.yaml").resolve() == config.resolve():
+        # `dagster dev` warns about any dagster.yaml in the current folder that is not in
+        # DAGSTER_HOME, even when (as here) DAGSTER_HOME holds a copy of it.
+        print(
+            "The instance uses a copy of ./dagster.yaml: Dagster's warning that this file "
+            "'will not be used' can be ignored."
+        )
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

@@ -182,6 +182,9 @@ def test_dagster_ui_in_a_real_browser(tmp_path):
     log = tmp_path / "dagster_dev.log"
     with dagster_dev(env, log) as server:
         _wait_for_code_location(server)
+        # Started from the checkout, whose dagster.yaml `dagster dev` says it will not use: the
+        # user is told that the instance uses a copy of it.
+        assert "'will not be used' can be ignored" in log.read_text()
         _step("dagster dev up")
         _wait_for_landing_sensor(server)
         _step("landing sensor: every landed day already ingested")
