@@ -10,7 +10,7 @@ from ml_assets.pipeline.monitoring import CHECK_NAME, drift_key, summary_key
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC
 from ml_assets_tests.models.conftest import KEYS, _range
-from ml_assets_tests.monitoring.conftest import AS_OF, DRIFT_FROM, TRAIN
+from ml_assets_tests.monitoring.conftest import AS_OF, DRIFT_FROM, LAST_DAY, TRAIN
 
 SPEC = load_spec(DEMO_PIPELINE_SPEC)
 DRIFT = drift_key(SPEC)
@@ -122,6 +122,18 @@ def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
     )[0]
     assert materialization.metadata["n_drifted_features"].value >= 1
     assert materialization.metadata["live_roc_auc"].value > 0.5
+
+
+def test_a_day_without_rows_is_not_reported_as_drifted(drift_deployment):
+    d = drift_deployment
+    assert d.train(**TRAIN).success
+    empty_day = LAST_DAY + dt.timedelta(days=1)  # no features, no predictions
+
+    passed, metadata = _check(d.materialize([DRIFT], partition_key=empty_day.isoformat()))
+
+    # Every PSI is NaN on an empty day: that is not drift, whatever the number of features.
+    assert passed, metadata
+    assert metadata["n_drifted_features"] == 0 and metadata["drifted_features"] == {}
 
 
 def test_without_a_champion_monitoring_fails_and_writes_nothing(drift_deployment):
