@@ -5,7 +5,7 @@ condition sensor `ml_assets_automation` and the retrain sensors are on by defaul
 """
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.events import DagsterEventType
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 
 from ml_assets.pipeline.keys import feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
@@ -156,11 +159,52 @@ def scoring_condition(features: dg.AssetKey, champion: dg.AssetKey) -> dg.Automa
     ).with_label("score new feature partitions once a champion exists")
 
 
+def _check_history_since(
+    instance: dg.DagsterInstance, check: dg.AssetCheckKey, after: float, page: int = 100
+) -> Iterator[AssetCheckExecutionRecord]:
+    """A check's executions after `after` (a timestamp), newest first, read page by page so
+    that a tick reads only what happened since then."""
+    cursor = None
+    while True:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            check, limit=page, cursor=cursor
+        )
+        for record in records:
+            # The event's own time: the record's creation time is kept to the whole second.
+            if (record.event.timestamp if record.event else record.create_timestamp) <= after:
+                return
+            yield record
+        if len(records) < page:
+            return
+        cursor = records[-1].id
+
+
+def failing_days(
+    instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey], after: float
+) -> set[str]:
+    """Partitions whose latest verdict since `after` (a timestamp) failed, for any of `checks`."""
+    failing: set[str] = set()
+    for check in checks:
+        seen: set[str] = set()
+        for record in _check_history_since(instance, check, after):
+            if record.partition is None or record.partition in seen:
+                continue  # a range run's overall verdict; its days have their own
+            seen.add(record.partition)
+            if record.status == AssetCheckExecutionRecordStatus.FAILED:
+                failing.add(record.partition)
+    return failing
+
+
 def build_retrain_sensor(
-    spec: PipelineSpec, train_job: str, drift_check: dg.AssetCheckKey | None = None
+    spec: PipelineSpec,
+    train_job: str,
+    drift_check: dg.AssetCheckKey | None = None,
+    feature_checks: Sequence[dg.AssetCheckKey] = (),
 ) -> dg.SensorDefinition:
     """Retrain when the drift check failed, or enough new feature partitions were written,
-    since the last training."""
+    since the last training. A day whose blocking feature checks (`feature_checks`) failed
+    does not count: its data is not fit to train on, and a late file for a day outside the
+    data (all rows quarantined) must not retrain the model."""
     assert spec.model is not None
     keys = model_keys(spec)
     features = feature_key(spec, spec.model.features)
@@ -227,7 +271,9 @@ def build_retrain_sensor(
             dg.AssetRecordsFilter(asset_key=features, after_storage_id=trained.storage_id),
             limit=10_000,
         ).records
-        days = {r.partition_key for r in since}
+        days = {r.partition_key for r in since} - failing_days(
+            instance, feature_checks, trained.timestamp
+        )
         if len(days) < needed:
             return dg.SensorResult(
                 skip_reason=f"{len(days)} of {needed} new feature partitions since the last "

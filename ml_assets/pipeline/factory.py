@@ -11,11 +11,11 @@ from ml_assets.maintenance.schedules import build_pipeline_schedules
 from ml_assets.pipeline.automation import TRAINING_TAG, build_retrain_sensor
 from ml_assets.pipeline.features import build_feature_asset
 from ml_assets.pipeline.inference import build_predictions_asset
-from ml_assets.pipeline.keys import model_keys, pipeline_tags
+from ml_assets.pipeline.keys import feature_key, model_keys, pipeline_tags
 from ml_assets.pipeline.monitoring import CHECK_NAME as DRIFT_CHECK
 from ml_assets.pipeline.monitoring import build_monitoring_definitions, drift_key
 from ml_assets.pipeline.promotion import build_champion_asset, build_rollback_job
-from ml_assets.pipeline.quality import build_quality_checks
+from ml_assets.pipeline.quality import blocking_checks, build_quality_checks
 from ml_assets.pipeline.raw import build_raw_asset
 from ml_assets.pipeline.sensors import build_landing_sensor
 from ml_assets.pipeline.spec import PipelineSpec
@@ -77,7 +77,10 @@ def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
         schedules=build_pipeline_schedules(spec, score_job=score_job, train_job=train_job),
         sensors=[
             build_retrain_sensor(
-                spec, train_job.name, dg.AssetCheckKey(drift_key(spec), DRIFT_CHECK)
+                spec,
+                train_job.name,
+                dg.AssetCheckKey(drift_key(spec), DRIFT_CHECK),
+                blocking_checks(spec, feature_key(spec, spec.model.features)),
             )
         ],
     )

@@ -124,6 +124,16 @@ def table_rules(spec: PipelineSpec) -> dict[dg.AssetKey, TableRules]:
     return tables
 
 
+def blocking_checks(spec: PipelineSpec, key: dg.AssetKey) -> list[dg.AssetCheckKey]:
+    """The checks of a table whose failure blocks what depends on it (`error` rules)."""
+    table = table_rules(spec)[key]
+    return [
+        dg.AssetCheckKey(key, rule)
+        for rule in table.enabled()
+        if table.rule(rule).severity == "error"
+    ]
+
+
 def build_quality_checks(spec: PipelineSpec) -> list[dg.AssetChecksDefinition]:
     return [
         _build_check(spec, key, table, rule)

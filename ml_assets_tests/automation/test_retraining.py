@@ -106,6 +106,34 @@ def test_enough_new_feature_partitions_start_a_retrain(settings):
     assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("0 of 7")
 
 
+def test_feature_days_that_failed_a_blocking_check_do_not_count(settings):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    for day in range(1, 8):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(FEATURES, partition=f"2026-01-{day:02d}")
+        )
+
+    def verdict(day: str, passed: bool, check: str = "not_empty") -> None:
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=FEATURES, check_name=check, passed=passed, partition=day
+            )
+        )
+
+    # An empty day (a late file whose rows were all outside the data) fails `not_empty`.
+    verdict("2026-01-07", False)
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("6 of 7 new")
+    # A failed `warn` check blocks nothing, so its day still counts.
+    verdict("2026-01-06", False, check="row_count")
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("6 of 7 new")
+    # A passing verdict does not exclude its day.
+    verdict("2026-01-05", True)
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-08"))
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "7 new feature partitions"
+
+
 def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings):
     instance = dg.DagsterInstance.ephemeral()
     drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
