@@ -140,7 +140,11 @@ def _drift_metadata(
     mean PSI or the live AUC would repeat one day's value on all days, and are only in the
     summary table."""
     worst = max(summaries, key=lambda s: s["max_psi"] if s["max_psi"] is not None else -1.0)
-    drifted_features = sorted({f for s in summaries for f in s["drifted_features"].split(",") if f})
+    # {feature: its highest PSI} over the days it drifted on.
+    drifted_features: dict[str, float] = {}
+    for results in results_by_day.values():
+        for feature, psi in drifted(results, threshold).items():
+            drifted_features[feature] = max(psi, drifted_features.get(feature, psi))
     metadata: dict[str, object] = {
         "max_psi": float(worst["max_psi"] or 0.0),
         "n_drifted_features": len(drifted_features),

@@ -56,7 +56,7 @@ def output_partitions(context: dg.OutputContext) -> list[delta.PartitionValue] |
     return _partition_values(context.asset_partitions_def, context.asset_partition_keys)
 
 
-def reported_descriptions(context: dg.OutputContext) -> dict[str, str]:
+def _reported_descriptions(context: dg.OutputContext) -> dict[str, str]:
     """Column descriptions in the `dagster/column_schema` the asset itself reported, if any."""
     value = context.output_metadata.get("dagster/column_schema")
     schema = value.schema if isinstance(value, dg.TableSchemaMetadataValue) else value
@@ -78,7 +78,7 @@ def write_metadata(
     return {
         "dagster/row_count": result.rows_written,
         "dagster/uri": result.uri,
-        "dagster/column_schema": column_schema(result.schema, reported_descriptions(context)),
+        "dagster/column_schema": column_schema(result.schema, _reported_descriptions(context)),
         "delta_version": result.version,
         "table_row_count": result.table_rows,
         "partitions_written": len(partitions) if partitions is not None else 0,

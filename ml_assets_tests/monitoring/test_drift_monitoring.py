@@ -93,17 +93,20 @@ def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
         )[0].metadata.items()
     }
     worst = summary.sort("max_psi").row(-1, named=True)
+    per_feature = pl.read_delta(f"{lake}/{'/'.join(DRIFT.path)}")
     assert range_metadata["worst_day"] == worst["event_date"].isoformat()
     assert range_metadata["max_psi"] == worst["max_psi"]
     assert range_metadata["psi_by_feature"].startswith(f"**{worst['event_date']}**")
     assert range_metadata["days"] == summary.height
+    # Each feature that drifted on any day, with its highest PSI of the range.
+    amount_psi = per_feature.filter(pl.col("feature") == "amount")["psi"].max()
+    assert range_metadata["drifted_features"]["amount"] == round(amount_psi, 4)
     assert "mean_psi" not in range_metadata and "live_roc_auc" not in range_metadata
     # Labels are present in the demo: the live quality is measured every day.
     assert summary["labelled_rows"].min() == 600
     assert all(0.5 < auc <= 1.0 for auc in summary["live_roc_auc"])
 
     # The history users query: one row per day per feature.
-    per_feature = pl.read_delta(f"{lake}/{'/'.join(DRIFT.path)}")
     assert per_feature.group_by("event_date").len()["len"].n_unique() == 1
     assert per_feature.filter(pl.col("drifted")).select("event_date").min().item() == DRIFT_FROM
 
