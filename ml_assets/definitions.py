@@ -93,11 +93,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    # The landing sensor targets assets, not the ingest job, so its runs get the Databricks
-    # concurrency tag here rather than from `tag_databricks_jobs`.
-    sensor_tags = {DATABRICKS_RUN_TAG: "true"} if settings.uses_databricks else {}
     pipelines = [
-        build_pipeline(load_spec(path), landing_root=settings.landing_root, run_tags=sensor_tags)
+        build_pipeline(load_spec(path), landing_root=settings.landing_root)
         for path in settings.pipeline_specs
     ]
     maintenance = build_maintenance_job()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -23,10 +22,7 @@ from ml_assets.pipeline.training import build_candidate_asset
 from ml_assets.pipeline.validation import build_gate_checks, build_validation_asset
 
 
-def build_pipeline(
-    spec: PipelineSpec, *, landing_root: Path, run_tags: Mapping[str, str] | None = None
-) -> dg.Definitions:
-    """`run_tags`: added to the runs the landing sensor requests (deployment-specific)."""
+def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     raw_assets = [build_raw_asset(spec, name, landing_root) for name in spec.sources]
     feature_assets = [build_feature_asset(spec, name) for name in spec.features]
     ingest_job = dg.define_asset_job(
@@ -38,7 +34,7 @@ def build_pipeline(
     ingest = dg.Definitions(
         assets=[*raw_assets, *feature_assets],
         asset_checks=build_quality_checks(spec),
-        sensors=[build_landing_sensor(spec, landing_root, run_tags)],
+        sensors=[build_landing_sensor(spec, landing_root, ingest_job.name)],
         jobs=[ingest_job],
     )
     if spec.model is None:

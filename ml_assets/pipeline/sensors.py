@@ -17,7 +17,7 @@ import dagster as dg
 
 from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.automation import latest_materializations
-from ml_assets.pipeline.keys import feature_key, pipeline_tags, raw_key
+from ml_assets.pipeline.keys import feature_key, raw_key
 from ml_assets.pipeline.spec import PipelineSpec
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -87,15 +87,13 @@ def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
 
 
 def _request(
-    selection: list[dg.AssetKey], first: dt.date, last: dt.date, tags: dict[str, str], run_key: str
+    selection: list[dg.AssetKey], first: dt.date, last: dt.date, run_key: str
 ) -> dg.RunRequest:
     if first == last:
         return dg.RunRequest(
-            run_key=run_key, asset_selection=selection, partition_key=first.isoformat(), tags=tags
+            run_key=run_key, asset_selection=selection, partition_key=first.isoformat()
         )
-    return dg.RunRequest(
-        run_key=run_key, asset_selection=selection, tags={**tags, **_range_tags(first, last)}
-    )
+    return dg.RunRequest(run_key=run_key, asset_selection=selection, tags=_range_tags(first, last))
 
 
 @dataclass(frozen=True)
@@ -217,26 +215,24 @@ def downstream_reach(spec: PipelineSpec, feature: str) -> dict[str, int | None]:
 
 
 def build_landing_sensor(
-    spec: PipelineSpec, landing_root: Path, run_tags: Mapping[str, str] | None = None
+    spec: PipelineSpec, landing_root: Path, ingest_job: str
 ) -> dg.SensorDefinition:
     """One sensor per pipeline, with one cursor per source.
 
     One sensor rather than one per source: with two sources landing the same day, per-source
     sensors launch two runs in no guaranteed order, and the first one builds features before the
-    other source's raw table exists. `run_tags` are added to every run it requests (the
-    deployment's, e.g. the Databricks concurrency tag).
+    other source's raw table exists. Its runs are runs of the job `ingest_job`, each selecting
+    the assets its days need: they are listed under that job rather than Dagster's hidden
+    `__ASSET_JOB`, and carry the job's run tags (the pipeline's, and on Databricks the
+    concurrency tag).
     """
-    tags = {**pipeline_tags(spec), **(run_tags or {})}
     folders = {name: spec.landing_folder(name, landing_root) for name in spec.sources}
 
     @dg.sensor(
         name=f"{spec.name}_landing",
         description="Starts ingestion when new files land in "
         + ", ".join(str(folder) for folder in folders.values()),
-        asset_selection=[
-            *(raw_key(spec, s) for s in spec.sources),
-            *(feature_key(spec, f) for f in spec.features),
-        ],
+        job_name=ingest_job,
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
@@ -287,7 +283,6 @@ def build_landing_sensor(
                 selection,
                 first,
                 last,
-                tags,
                 run_key=f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}",
             )
             for selection, first, last in plan_runs(spec, new_days, newest)

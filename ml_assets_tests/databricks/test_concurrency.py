@@ -86,7 +86,7 @@ def test_dagster_yaml_limits_concurrent_databricks_runs(tmp_path: Path) -> None:
 
 
 def test_landing_sensor_runs_carry_the_limited_run_tag(dev_defs, tmp_path: Path) -> None:
-    """The landing sensor targets assets (the implicit job), so it tags its runs itself."""
+    """The landing sensor's runs are runs of the ingest job, tagged like the job."""
     from ml_assets.demo.generate import write_demo_data
 
     write_demo_data(tmp_path / "landing" / "fraud", start=dt.date(2026, 1, 1), days=2,
@@ -96,6 +96,9 @@ def test_landing_sensor_runs_carry_the_limited_run_tag(dev_defs, tmp_path: Path)
     with dg.instance_for_test() as instance:
         result = sensor(dg.build_sensor_context(instance=instance, definitions=dev_defs))
     assert result.run_requests
+    job = dev_defs.resolve_job_def(sensor.job_name)
     for request in result.run_requests:
-        assert request.tags[DATABRICKS_RUN_TAG] == "true"
-        assert request.tags["ml_assets/pipeline"] == "fraud"
+        # The tags of the run the daemon creates: the job's run tags, then the request's.
+        tags = {**job.run_tags, **request.tags}
+        assert tags[DATABRICKS_RUN_TAG] == "true"
+        assert tags["ml_assets/pipeline"] == "fraud"

@@ -16,7 +16,7 @@ query ($path: [String!]!) {
 }
 """
 RUNS = """
-{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }
+{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } } }
 """
 
 
@@ -44,6 +44,10 @@ def test_sensors_ingest_demo_data_and_build_features(tmp_path):
         assert all(r["status"] == "SUCCESS" for r in runs), runs
         sensor_runs = [r for r in runs if any(t["key"] == "dagster/sensor_name" for t in r["tags"])]
         assert len(sensor_runs) == len(runs)
+        # Listed under the ingest job (not Dagster's hidden __ASSET_JOB), with its tags.
+        assert {r["jobName"] for r in sensor_runs} == {"fraud_ingest"}, runs
+        for run in sensor_runs:
+            assert {"key": "ml_assets/pipeline", "value": "fraud"} in run["tags"], run
         for path in (
             ["raw", "transactions"],
             ["raw", "customers"],

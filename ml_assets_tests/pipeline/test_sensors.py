@@ -26,7 +26,6 @@ from ml_assets.pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     Cursor,
-    build_landing_sensor,
 )
 from ml_assets.pipeline.spec import PipelineSpec, parse_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC, Settings
@@ -74,11 +73,11 @@ class Landing:
         self.settings = settings
         self.folder = spec.landing_folder(source, settings.landing_root)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.sensor = build_landing_sensor(spec, settings.landing_root)
         self.defs = dg.Definitions.merge(
             build_pipeline(spec, landing_root=settings.landing_root),
             dg.Definitions(resources=build_resources(settings)),
         )
+        self.sensor = self.defs.resolve_sensor_def(f"{spec.name}_landing")
         self.cursor: str | None = None
 
     def source_cursor(self, raw: str | None) -> Cursor:
@@ -157,7 +156,10 @@ def test_first_tick_requests_one_range_run_for_contiguous_days(transactions: Lan
     assert request.partition_key is None
     assert request.tags[RANGE_START_TAG] == "2026-01-01"
     assert request.tags[RANGE_END_TAG] == "2026-01-03"
-    assert request.tags[PIPELINE_TAG] == "fraud"
+    # A run of the ingest job, which gives it the pipeline's tags.
+    assert transactions.sensor.job_name == "fraud_ingest"
+    job = transactions.defs.resolve_job_def(transactions.sensor.job_name)
+    assert job.run_tags[PIPELINE_TAG] == "fraud"
     assert request.asset_selection == [
         raw_key(transactions.spec, "transactions"),
         feature_key(transactions.spec, "transaction_features"),
