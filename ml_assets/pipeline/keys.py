@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -55,6 +56,28 @@ def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
 def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The days a (possibly range-) run materializes."""
     return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def contiguous_ranges(days: Iterable[dt.date]) -> Iterator[tuple[dt.date, dt.date]]:
+    """(first, last) of each run of consecutive days, in order."""
+    ordered = sorted(set(days))
+    if not ordered:
+        return
+    start = prev = ordered[0]
+    for day in ordered[1:]:
+        if day != prev + dt.timedelta(days=1):
+            yield start, prev
+            start = day
+        prev = day
+    yield start, prev
+
+
+def describe_days(days: Iterable[dt.date]) -> str:
+    """Days for a message, consecutive ones as a range: "2026-01-01..2026-01-07, 2026-01-10"."""
+    return ", ".join(
+        str(first) if first == last else f"{first}..{last}"
+        for first, last in contiguous_ranges(days)
+    )
 
 
 def pipeline_tags(spec: PipelineSpec) -> dict[str, str]:

@@ -9,7 +9,7 @@ that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import dagster as dg
 
 from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.automation import latest_materializations
-from ml_assets.pipeline.keys import feature_key, raw_key
+from ml_assets.pipeline.keys import contiguous_ranges, feature_key, raw_key
 from ml_assets.pipeline.spec import PipelineSpec
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -67,19 +67,6 @@ class Cursor:
         if top == self.changed_ns:
             names |= set(self.names_at)
         return Cursor(top, tuple(sorted(names)), newest)
-
-
-def contiguous_ranges(days: set[dt.date]) -> Iterator[tuple[dt.date, dt.date]]:
-    if not days:
-        return
-    ordered = sorted(days)
-    start = prev = ordered[0]
-    for day in ordered[1:]:
-        if day != prev + dt.timedelta(days=1):
-            yield start, prev
-            start = day
-        prev = day
-    yield start, prev
 
 
 def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Batch predictions with the champion, and the REST endpoint that serves it."""
 
+import datetime as dt
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 from ml_assets_tests.automation.ticks import Ticks
 from ml_assets_tests.live.dagster_dev import free_port
-from ml_assets_tests.models.conftest import KEYS, LAST_DAY
+from ml_assets_tests.models.conftest import KEYS, LAST_DAY, _range
 
 FEATURES = "fraud/features/transaction_features"
 PREDICTIONS = "fraud/predictions/fraud_detector"
@@ -55,6 +56,43 @@ def test_predictions_are_the_champion_scores_with_version_and_time(deployment):
     assert joined.height == features.height
     assert (joined["score"] - joined["score_direct"]).abs().max() < 1e-12
     assert set(predictions["predicted_label"].unique().to_list()) <= {0, 1}
+
+
+def test_scoring_days_without_features_fails_naming_them_and_writes_nothing(deployment):
+    assert deployment.train().success
+    assert deployment.score(LAST_DAY).success
+    lake = deployment.settings.lake_root
+    before = pl.read_delta(f"{lake}/{PREDICTIONS}")
+    day_after = LAST_DAY + dt.timedelta(days=1)
+
+    # A range reaching two days past the last day with features.
+    result = deployment.materialize(
+        [KEYS.predictions], tags=_range(LAST_DAY, LAST_DAY + dt.timedelta(days=2))
+    )
+    assert not result.success
+    message = _failure(result)
+    assert f"cannot score {day_after}..{day_after + dt.timedelta(days=1)}:" in message
+    assert "was never materialized for these 2 days" in message
+    # The day with features was not rewritten either.
+    assert pl.read_delta(f"{lake}/{PREDICTIONS}").equals(before)
+
+
+def test_a_day_materialized_without_rows_is_scored_empty(deployment):
+    """No events that day: the feature partition exists, empty, and scoring it succeeds."""
+    assert deployment.train().success
+    day_after = (LAST_DAY + dt.timedelta(days=1)).isoformat()
+    with dg.instance_for_test() as instance:
+        # A real feature run for a day without raw rows (its blocking not_empty check fails,
+        # after the empty partition was written).
+        deployment.materialize([dg.AssetKey(FEATURES.split("/"))], partition_key=day_after,
+                               instance=instance)  # fmt: skip
+        assert day_after in instance.get_materialized_partitions(dg.AssetKey(FEATURES.split("/")))
+        result = deployment.materialize(
+            [KEYS.predictions], partition_key=day_after, instance=instance
+        )
+    assert result.success
+    output = result.asset_materializations_for_node(result.all_node_events[0].node_name)
+    assert output[0].metadata["dagster/row_count"].value == 0
 
 
 def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(deployment):
