@@ -53,6 +53,7 @@ __all__ = [
     "higher_is_better",
     "leakage_scan",
     "metric_names",
+    "metrics_metadata",
     "regression_metrics",
 ]
 
@@ -94,6 +95,15 @@ def higher_is_better(metric: str) -> bool:
         if table.get(metric) is not None:
             return bool(table[metric])
     raise ValueError(f"{metric!r} is not a metric models can be ranked by")
+
+
+def metrics_metadata(metrics: dict[str, float], prefix: str) -> dict[str, int | float]:
+    """Metrics as Dagster metadata under `prefix`: the row count as an integer (MLflow keeps
+    every metric as a float, which would show 35000 as 35000.0), the rest as floats."""
+    return {
+        f"{prefix}{name}": int(value) if name == "rows" else float(value)
+        for name, value in metrics.items()
+    }
 
 
 def expected_calibration_error(y: np.ndarray, score: np.ndarray, bins: int = 10) -> float:

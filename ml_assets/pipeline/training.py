@@ -18,7 +18,7 @@ from pydantic import Field
 import ml_assets
 from ml_assets.databricks.costs import CostModel
 from ml_assets.ml.estimators import predict_scores, split_columns, to_pandas_features
-from ml_assets.ml.evaluate import evaluate
+from ml_assets.ml.evaluate import evaluate, metrics_metadata
 from ml_assets.ml.train import fit, search, time_split
 from ml_assets.pipeline.automation import (
     TRAINING_POOL,
@@ -267,7 +267,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "holdout_rows": window.holdout_rows,
                 "train_window": f"{window.train_start} .. {window.train_end}",
                 "holdout_window": f"{window.holdout_start} .. {window.holdout_end}",
-                **{f"holdout_{k}": float(v) for k, v in metrics.items()},
+                **metrics_metadata(metrics, "holdout_"),
                 "fit_seconds": round(fitted.fit_seconds, 3),
                 # Where a retrain's time goes (the benchmark reports the same split).
                 "load_seconds": round(loaded_at - started, 3),

@@ -24,6 +24,7 @@ from ml_assets.ml.evaluate import (
     feature_importance,
     higher_is_better,
     leakage_scan,
+    metrics_metadata,
 )
 from ml_assets.ml.report import render_markdown, report_images, save_report
 from ml_assets.pipeline.automation import follow_condition
@@ -196,8 +197,8 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "tracking_seconds": round(logged - computed, 3),
                 "challenger_version": int(challenger.version),
                 "champion_version": int(champion.version) if champion else 0,
-                **{f"challenger_{k}": float(v) for k, v in challenger_metrics.items()},
-                **{f"champion_{k}": float(v) for k, v in champion_metrics.items()},
+                **metrics_metadata(challenger_metrics, "challenger_"),
+                **metrics_metadata(champion_metrics, "champion_"),
                 "leak_suspects": len(suspects),
             }
         )

@@ -39,6 +39,11 @@ def test_first_model_trains_registers_and_becomes_champion(deployment):
     # The newest days are held out; the train window ends the day before.
     assert metadata["holdout_window"].value.endswith(LAST_DAY.isoformat())
     assert metadata["train_rows"].value > metadata["holdout_rows"].value > 0
+    # Row counts read as integers in the UI, though MLflow keeps them as float metrics.
+    assert isinstance(metadata["holdout_rows"], dg.IntMetadataValue)
+    report = _materialization(result, KEYS.report).metadata
+    assert isinstance(report["challenger_rows"], dg.IntMetadataValue)
+    assert isinstance(report["challenger_roc_auc"], dg.FloatMetadataValue)
 
     client = _client(deployment)
     assert int(client.get_model_version_by_alias("fraud_detector", CHALLENGER).version) == 1
