@@ -134,6 +134,45 @@ def test_feature_days_that_failed_a_blocking_check_do_not_count(settings):
     assert request.tags["ml_assets/retrain_reason"] == "7 new feature partitions"
 
 
+def test_a_day_fixed_after_failing_a_blocking_check_counts_again(settings):
+    """The latest verdict decides. Two real runs of day 7, each with its own `not_empty`
+    verdict (runless verdicts for one day would collide in the instance's unique index)."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    for day in range(1, 7):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(FEATURES, partition=f"2026-01-{day:02d}")
+        )
+
+    daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+    landed = {"rows": 0}
+
+    # What the feature run records: a materialization, then the partitioned quality check's
+    # verdict on it (the pipeline's own checks are partitioned asset checks like this one).
+    @dg.asset(key=FEATURES, partitions_def=daily)
+    def features() -> None:
+        pass
+
+    @dg.asset_check(asset=FEATURES, name="not_empty", blocking=True, partitions_def=daily)
+    def not_empty() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=landed["rows"] > 0)
+
+    def run_day_7(rows: int) -> bool:
+        landed["rows"] = rows
+        return dg.materialize(
+            [features, not_empty],
+            instance=instance,
+            partition_key="2026-01-07",
+            raise_on_error=False,  # a failed blocking check fails the run
+        ).success
+
+    assert not run_day_7(rows=0)
+    assert _retrain_tick(settings, instance).skip_reason.skip_message.startswith("6 of 7 new")
+    assert run_day_7(rows=1000)  # the corrected file
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "7 new feature partitions"
+
+
 def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings):
     instance = dg.DagsterInstance.ephemeral()
     drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
