@@ -81,18 +81,23 @@ def test_a_day_materialized_without_rows_is_scored_empty(deployment):
     """No events that day: the feature partition exists, empty, and scoring it succeeds."""
     assert deployment.train().success
     day_after = (LAST_DAY + dt.timedelta(days=1)).isoformat()
+    features = dg.AssetKey.from_user_string(FEATURES)
     with dg.instance_for_test() as instance:
         # A real feature run for a day without raw rows (its blocking not_empty check fails,
         # after the empty partition was written).
-        deployment.materialize([dg.AssetKey(FEATURES.split("/"))], partition_key=day_after,
-                               instance=instance)  # fmt: skip
-        assert day_after in instance.get_materialized_partitions(dg.AssetKey(FEATURES.split("/")))
+        deployment.materialize([features], partition_key=day_after, instance=instance)
+        assert day_after in instance.get_materialized_partitions(features)
         result = deployment.materialize(
             [KEYS.predictions], partition_key=day_after, instance=instance
         )
     assert result.success
-    output = result.asset_materializations_for_node(result.all_node_events[0].node_name)
-    assert output[0].metadata["dagster/row_count"].value == 0
+    [scored] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == KEYS.predictions
+    ]
+    assert scored.partition == day_after
+    assert scored.metadata["dagster/row_count"].value == 0
 
 
 def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(deployment):
