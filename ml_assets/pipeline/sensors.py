@@ -17,9 +17,10 @@ import dagster as dg
 
 from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.automation import latest_materializations
-from ml_assets.pipeline.keys import contiguous_ranges, feature_key, raw_key
+from ml_assets.pipeline.keys import contiguous_ranges, describe_days, feature_key, raw_key
 from ml_assets.pipeline.spec import PipelineSpec
 
+RUN_KEY_TAG = "dagster/run_key"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
@@ -108,9 +109,10 @@ def scan_source(
 ) -> SourceTick:
     """What is new in one source's landing folder since `cursor`.
 
-    `ingested_at` is given on a source's first tick: files whose day was ingested after they
-    last changed are already in the lake (ingested by `ml-assets run`, or by an instance whose
-    sensor state was reset), so the cursor moves past them without requesting their days again.
+    `ingested_at` skips files whose day was ingested after they last changed: they are already
+    in the lake (ingested by `ml-assets run`, by a run whose range covered the day, or by an
+    instance whose sensor state was reset), so the cursor moves past them without requesting
+    their days again.
     """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
@@ -157,15 +159,14 @@ def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedA
     return ingested_at
 
 
-def plan_runs(
-    spec: PipelineSpec, new_days: dict[str, set[dt.date]], newest: dt.date
+def plan_ingestion(
+    spec: PipelineSpec, new_days: dict[str, set[dt.date]]
 ) -> list[tuple[list[dg.AssetKey], dt.date, dt.date]]:
-    """(selection, first day, last day) for each run, in the order they must run.
+    """(selection, first day, last day) for each ingestion run, in day order.
 
     Days with new files for the same set of sources share a run that ingests those sources and
     builds their feature tables, so a feature never reads a raw day that is still being
-    ingested, and a failed ingestion skips the features of its days. Then feature-only runs
-    rebuild the later days whose lookback covers a changed day (late files).
+    ingested, and a failed ingestion skips the features of its days.
     """
     by_day: dict[dt.date, frozenset[str]] = {}
     for source, days in new_days.items():
@@ -179,16 +180,118 @@ def plan_runs(
         selection += [feature_key(spec, f) for f in features]
         runs += [(selection, first, last) for first, last in contiguous_ranges(days)]
     runs.sort(key=lambda run: run[1])
+    return runs
 
+
+@dataclass(frozen=True)
+class PendingRebuild:
+    """An ingestion run whose later feature days are rebuilt once it has ingested its days.
+
+    Late files change what later days' lookback reads. Rebuilding those days in the same tick
+    would rebuild them even when the late file fails to ingest (from unchanged raw data, and
+    counted as new training data), so the rebuild waits for the raw days to be materialized.
+    """
+
+    run_key: str
+    requested_ns: int
+    days: Mapping[str, tuple[dt.date, ...]]  # source -> the days the run ingests
+    # Every day ingested in the same tick: their features are built by those runs.
+    built_with: tuple[dt.date, ...]
+
+    def dump(self) -> dict:
+        return {
+            "run_key": self.run_key,
+            "requested_ns": self.requested_ns,
+            "days": {s: [d.isoformat() for d in days] for s, days in self.days.items()},
+            "built_with": [d.isoformat() for d in self.built_with],
+        }
+
+    @classmethod
+    def parse(cls, data: dict) -> "PendingRebuild":
+        return cls(
+            data["run_key"],
+            data["requested_ns"],
+            {s: tuple(map(dt.date.fromisoformat, days)) for s, days in data["days"].items()},
+            tuple(map(dt.date.fromisoformat, data["built_with"])),
+        )
+
+
+# A pending rebuild whose ingestion run never appeared (e.g. deleted) is given up after this.
+PENDING_EXPIRY_NS = 24 * 3600 * 10**9
+
+
+def resolve_pending(
+    instance: dg.DagsterInstance, spec: PipelineSpec, pending: PendingRebuild, now_ns: int
+) -> dict[str, set[dt.date]] | None:
+    """The days `pending`'s run ingested (source -> days), once it is done with them; None
+    while it may still ingest some. Done: every day was materialized after the request, or the
+    run finished (a day it did not materialize failed to ingest)."""
+    ingested = {}
+    for source, days in pending.days.items():
+        at = ingestion_times(instance, raw_key(spec, source))(set(days))
+        ingested[source] = {d for d in days if at.get(d, -1) >= pending.requested_ns}
+    if all(ingested[s] == set(days) for s, days in pending.days.items()):
+        return ingested
+    runs = instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: pending.run_key}), limit=1)
+    if runs and runs[0].dagster_run.is_finished:
+        return ingested
+    if not runs and now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
+        return ingested
+    return None
+
+
+def plan_rebuilds(
+    spec: PipelineSpec,
+    ingested: dict[str, set[dt.date]],
+    skip: set[dt.date],
+    newest: dt.date,
+    built: Callable[[dg.AssetKey], set[str]] | None,
+) -> list[tuple[list[dg.AssetKey], dt.date, dt.date]]:
+    """Feature-only runs for the later days whose lookback covers an ingested day.
+
+    Only days the feature table already has (`built`): a day that was never built has nothing
+    to rebuild (it is built when its own files land), and building it now would write an
+    empty partition for a day without data. Not the `skip` days either: their ingestion runs
+    build their features. `built` None: every day counts as built.
+    """
+    runs = []
     for name in spec.features:
         later: set[dt.date] = set()
         for source, reach in downstream_reach(spec, name).items():
-            for day in new_days.get(source, ()):
+            for day in ingested.get(source, ()):
                 stop = newest if reach is None else min(newest, day + dt.timedelta(days=reach))
                 later |= {day + dt.timedelta(days=i) for i in range(1, (stop - day).days + 1)}
-        rebuilt = {d for d, sources in by_day.items() if set(spec.features[name].inputs) & sources}
-        runs += [([feature_key(spec, name)], a, b) for a, b in contiguous_ranges(later - rebuilt)]
+        later -= skip
+        if not later:
+            continue
+        key = feature_key(spec, name)
+        if built is not None:
+            existing = built(key)
+            later = {day for day in later if day.isoformat() in existing}
+        runs += [([key], first, last) for first, last in contiguous_ranges(later)]
     return runs
+
+
+# The sensor's cursor: {"v": 2, "sources": {source: Cursor}, "pending": [PendingRebuild]}.
+# Version 1 was {source: Cursor} alone.
+_STATE_VERSION = 2
+
+
+def _parse_state(raw: str | None) -> tuple[dict[str, str], list[PendingRebuild]]:
+    stored = json.loads(raw) if raw else {}
+    if stored.get("v") != _STATE_VERSION:
+        return stored, []
+    return stored["sources"], [PendingRebuild.parse(p) for p in stored["pending"]]
+
+
+def _dump_state(cursors: dict[str, Cursor], pending: list[PendingRebuild]) -> str:
+    return json.dumps(
+        {
+            "v": _STATE_VERSION,
+            "sources": {name: cursor.dump() for name, cursor in cursors.items()},
+            "pending": [p.dump() for p in pending],
+        }
+    )
 
 
 def downstream_reach(spec: PipelineSpec, feature: str) -> dict[str, int | None]:
@@ -224,23 +327,19 @@ def build_landing_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        stored = json.loads(context.cursor) if context.cursor else {}
+        sources, pending = _parse_state(context.cursor)
         now_ns = time.time_ns()
         ticks = {
             name: scan_source(
                 spec,
                 name,
                 landing_root,
-                Cursor.parse(stored.get(name)),
+                Cursor.parse(sources.get(name)),
                 now_ns,
-                # A source's first tick: skip the days its raw table already holds.
-                ingested_at=None
-                if name in stored
-                else ingestion_times(context.instance, raw_key(spec, name)),
+                ingestion_times(context.instance, raw_key(spec, name)),
             )
             for name in spec.sources
         }
-        cursor = json.dumps({name: tick.cursor.dump() for name, tick in ticks.items()})
         problems = [p for tick in ticks.values() for p in tick.problems]
         for problem in problems:
             context.log.warning(problem)
@@ -251,34 +350,73 @@ def build_landing_sensor(
                 f"{skipped} landing file(s) skipped: their days were ingested after the files "
                 "last changed"
             )
-        if not new_days:
-            waiting = sum(tick.waiting for tick in ticks.values())
+        newest_days = [tick.cursor.newest_day for tick in ticks.values() if tick.cursor.newest_day]
+        newest = max(newest_days, default=None)
+
+        requests: list[dg.RunRequest] = []
+        # Earlier ticks' ingestion runs first: a rebuild waits for its late days' ingestion.
+        waiting = []
+        for entry in pending:
+            ingested = resolve_pending(context.instance, spec, entry, now_ns)
+            if ingested is None:
+                waiting.append(entry)
+                continue
+            failed = {s: set(days) - ingested[s] for s, days in entry.days.items()}
+            for source, days in failed.items():
+                if days:
+                    context.log.warning(
+                        f"{source} {describe_days(days)} not ingested (run key "
+                        f"{entry.run_key}): the later days that look back on them are not "
+                        "rebuilt"
+                    )
+            assert newest is not None  # a pending entry comes from a tick that saw files
+            for selection, first, last in plan_rebuilds(
+                spec,
+                ingested,
+                set(entry.built_with),
+                newest,
+                context.instance.get_materialized_partitions,
+            ):
+                run_key = f"{selection[0].path[-1]}:{first}:{last}:after:{entry.run_key}"
+                requests.append(_request(selection, first, last, run_key))
+                context.log.info(
+                    f"rebuilding {selection[0].to_user_string()} {first}..{last}"
+                    f": its lookback covers the days ingested by {entry.run_key}"
+                )
+
+        # The run key makes a re-evaluated tick (same cursor) launch nothing twice.
+        position = max(tick.cursor.changed_ns for tick in ticks.values())
+        ingesting = set().union(*new_days.values())
+        for selection, first, last in plan_ingestion(spec, new_days):
+            run_key = f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}"
+            requests.append(_request(selection, first, last, run_key))
+            run_days = {
+                source: tuple(sorted(d for d in days if first <= d <= last))
+                for source, days in new_days.items()
+                if raw_key(spec, source) in selection
+            }
+            ingested = {source: set(days) for source, days in run_days.items()}
+            if plan_rebuilds(spec, ingested, ingesting, newest, built=None):
+                waiting.append(PendingRebuild(run_key, now_ns, run_days, tuple(sorted(ingesting))))
+
+        cursor = _dump_state({name: tick.cursor for name, tick in ticks.items()}, waiting)
+        if not requests:
             reason = "no new landing files"
             if skipped:
                 reason += f" ({skipped} already ingested)"
+            if still := sum(tick.waiting for tick in ticks.values()):
+                reason += f" ({still} still being written)"
             if waiting:
-                reason += f" ({waiting} still being written)"
+                reason += f"; {len(waiting)} ingestion run(s) to finish before later days rebuild"
             if problems:
                 reason += f"; {len(problems)} file(s) not ingested: " + "; ".join(problems)
             return dg.SensorResult(skip_reason=reason, cursor=cursor)
-
-        newest = max([tick.cursor.newest_day for tick in ticks.values() if tick.cursor.newest_day])
-        # The run key makes a re-evaluated tick (same cursor) launch nothing twice.
-        position = max(tick.cursor.changed_ns for tick in ticks.values())
-        requests = [
-            _request(
-                selection,
-                first,
-                last,
-                run_key=f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}",
+        if new_days:
+            context.log.info(
+                "new files for "
+                + ", ".join(f"{name}: {len(days)} day(s)" for name, days in new_days.items())
+                + f"; {len(requests)} run(s)"
             )
-            for selection, first, last in plan_runs(spec, new_days, newest)
-        ]
-        context.log.info(
-            "new files for "
-            + ", ".join(f"{name}: {len(days)} day(s)" for name, days in new_days.items())
-            + f"; {len(requests)} run(s)"
-        )
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return landing_sensor

@@ -82,7 +82,7 @@ class Landing:
 
     def source_cursor(self, raw: str | None) -> Cursor:
         """This source's part of the pipeline sensor's cursor."""
-        return Cursor.parse(json.loads(raw)[self.source]) if raw else Cursor()
+        return Cursor.parse(json.loads(raw)["sources"][self.source]) if raw else Cursor()
 
     def add(self, *names: str) -> None:
         for name in names:
@@ -100,6 +100,15 @@ class Landing:
             result = self.sensor.evaluate_tick(context)
         self.cursor = result.cursor
         return result
+
+    def record_features(self, instance: dg.DagsterInstance, *days: dt.date) -> None:
+        """Feature days built earlier (what a later day's rebuild needs to exist)."""
+        for day in days:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=dg.AssetKey.from_user_string(FEATURES), partition=day.isoformat()
+                )
+            )
 
     def record_ingestion(self, instance: dg.DagsterInstance, *days: dt.date) -> None:
         """What a run outside the sensor (`ml-assets run`) leaves in the instance, after the
@@ -255,11 +264,24 @@ def test_a_file_rewritten_while_a_run_ingested_its_day_is_requested_on_the_first
         assert dg.materialize([ingestion], instance=instance, partition_key=day).success
 
     # Day 1's file changed after its run started, though before the day was materialized: day 1
-    # is ingested again, and day 2's features, which look back on it, are rebuilt.
-    assert _summary(transactions.tick(instance)) == [
-        ((_day(1), _day(1)), [RAW_TX, FEATURES]),
-        ((_day(2), _day(2)), [FEATURES]),
-    ]
+    # is ingested again.
+    assert _summary(transactions.tick(instance)) == [((_day(1), _day(1)), [RAW_TX, FEATURES])]
+
+
+def test_a_file_ingested_before_a_later_tick_saw_it_is_not_requested(
+    transactions: Landing, instance: dg.DagsterInstance
+) -> None:
+    """E.g. `ml-assets run` while `dagster dev` was stopped: the sensor has a cursor already."""
+    transactions.add_days(_day(1))
+    assert transactions.tick(instance).run_requests
+    transactions.record_ingestion(instance, _day(1))
+
+    transactions.add_days(_day(2))
+    transactions.record_ingestion(instance, _day(2))
+
+    result = transactions.tick(instance)
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files (1 already ingested)"
 
 
 def test_a_first_tick_with_every_day_ingested_says_so_and_moves_the_cursor(
@@ -277,48 +299,95 @@ def test_a_first_tick_with_every_day_ingested_says_so_and_moves_the_cursor(
     assert transactions.tick().run_requests == []
 
 
-def test_a_rewritten_file_is_requested_again(transactions: Landing) -> None:
+def test_a_rewritten_file_is_requested_again(
+    transactions: Landing, instance: dg.DagsterInstance
+) -> None:
     transactions.add_days(_day(1), _day(2))
-    transactions.tick()
+    transactions.tick(instance)
+    transactions.record_ingestion(instance, _day(1), _day(2))
+    transactions.record_features(instance, _day(1), _day(2))
     time.sleep(0.05)  # past the file system's timestamp granularity
 
     (transactions.folder / "2026-01-01.csv").write_text("id,ts\ncorrected,\n")
 
-    # Day 1 again, and day 2's features, which look back on day 1.
-    assert _summary(transactions.tick()) == [
-        ((_day(1), _day(1)), [RAW_TX, FEATURES]),
-        ((_day(2), _day(2)), [FEATURES]),
-    ]
+    assert _summary(transactions.tick(instance)) == [((_day(1), _day(1)), [RAW_TX, FEATURES])]
+    # Once day 1 is ingested again: day 2's features, which look back on day 1.
+    transactions.record_ingestion(instance, _day(1))
+    assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [FEATURES])]
 
 
-def test_late_transactions_file_reruns_its_day_and_the_features_looking_back_on_it(
-    transactions: Landing,
+def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on_it(
+    transactions: Landing, instance: dg.DagsterInstance
 ) -> None:
     transactions.add_days(*JAN[:12])
-    transactions.tick()
+    transactions.tick(instance)
+    transactions.record_ingestion(instance, *JAN[:12])
+    transactions.record_features(instance, *JAN[:12])
 
     transactions.add_days(_day(2), tag="_late")
-    result = transactions.tick()
+    ingest = transactions.tick(instance)
+    assert _summary(ingest) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+    # The later days wait for day 2's ingestion.
+    waiting = transactions.tick(instance)
+    assert waiting.run_requests == []
+    assert "1 ingestion run(s) to finish before later days rebuild" in waiting.skip_message
 
+    transactions.record_ingestion(instance, _day(2))
+    rebuild = transactions.tick(instance)
     # transaction_features reads 7 days of transactions: days 3..9 see day 2; day 10 does not.
-    assert _summary(result) == [
-        ((_day(2), _day(2)), [RAW_TX, FEATURES]),
-        ((_day(3), _day(9)), [FEATURES]),
-    ]
-    assert len({r.run_key for r in result.run_requests}) == 2
+    assert _summary(rebuild) == [((_day(3), _day(9)), [FEATURES])]
+    assert rebuild.run_requests[0].run_key != ingest.run_requests[0].run_key
+    assert transactions.tick(instance).run_requests == []
 
 
-def test_late_customers_file_reaches_the_newest_day(customers: Landing) -> None:
+def test_a_late_file_that_fails_to_ingest_rebuilds_no_later_day(
+    transactions: Landing, instance: dg.DagsterInstance
+) -> None:
+    """A failed ingestion leaves the raw day as it was: rebuilding the days after it would
+    recompute the same features and count them as new training data."""
+    transactions.add_days(*JAN[:12])
+    transactions.tick(instance)
+    transactions.record_ingestion(instance, *JAN[:12])
+    transactions.record_features(instance, *JAN[:12])
+
+    transactions.add_days(_day(2), tag="_late")
+    [request] = transactions.tick(instance).run_requests
+
+    # The run the daemon launches for the request fails before day 2 is materialized.
+    @dg.asset(
+        key=dg.AssetKey.from_user_string(RAW_TX), partitions_def=daily_partitions(transactions.spec)
+    )
+    def unreadable_file() -> None:
+        raise ValueError("2026-01-02_late.csv: cannot read as csv")
+
+    failed = dg.materialize(
+        [unreadable_file],
+        instance=instance,
+        partition_key=request.partition_key,
+        tags={"dagster/run_key": request.run_key},
+        raise_on_error=False,
+    )
+    assert not failed.success
+
+    result = transactions.tick(instance)
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files"  # nothing left waiting
+
+
+def test_late_customers_file_reaches_the_newest_day(
+    customers: Landing, instance: dg.DagsterInstance
+) -> None:
     customers.add_days(*JAN[:12])
-    customers.tick()
+    customers.tick(instance)
+    customers.record_ingestion(instance, *JAN[:12])
+    customers.record_features(instance, *JAN[:12])
 
     customers.add_days(_day(2), tag="_late")
+    assert _summary(customers.tick(instance)) == [((_day(2), _day(2)), [RAW_CUST, FEATURES])]
+    customers.record_ingestion(instance, _day(2))
 
     # transaction_features reads the whole customer history: every later day sees the change.
-    assert _summary(customers.tick()) == [
-        ((_day(2), _day(2)), [RAW_CUST, FEATURES]),
-        ((_day(3), _day(12)), [FEATURES]),
-    ]
+    assert _summary(customers.tick(instance)) == [((_day(3), _day(12)), [FEATURES])]
 
 
 def test_young_files_wait_for_a_later_tick(settings: Settings) -> None:
@@ -385,17 +454,20 @@ def test_gaps_between_days_split_the_requests(settings: Settings, tmp_path: Path
     ]
 
 
-def test_gaps_with_lookback_features_also_request_the_day_in_between(
-    transactions: Landing,
+def test_a_day_without_files_between_landed_days_is_not_built(
+    transactions: Landing, instance: dg.DagsterInstance
 ) -> None:
     transactions.add_days(_day(1), _day(2), _day(4))
 
-    # Day 3 has no transactions file, but its features look back on days 1 and 2.
-    assert _summary(transactions.tick()) == [
+    assert _summary(transactions.tick(instance)) == [
         ((_day(1), _day(2)), [RAW_TX, FEATURES]),
         ((_day(4), _day(4)), [RAW_TX, FEATURES]),
-        ((_day(3), _day(3)), [FEATURES]),
     ]
+    transactions.record_ingestion(instance, _day(1), _day(2), _day(4))
+    transactions.record_features(instance, _day(1), _day(2), _day(4))
+    # Day 3's features look back on days 1 and 2, but day 3 has no data and was never built:
+    # nothing to rebuild (an empty feature day would fail its checks). Its own file builds it.
+    assert transactions.tick(instance).run_requests == []
 
 
 def test_cursor_round_trips_and_records_the_last_file_handled(transactions: Landing) -> None:
