@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ingest.landing import scan_landing
-from ml_assets.pipeline.keys import model_keys
-from ml_assets.pipeline.spec import load_spec
+from ml_assets.pipeline.keys import contiguous_ranges, feature_key, model_keys, raw_key
+from ml_assets.pipeline.spec import PipelineSpec, load_spec
 from ml_assets.settings import Settings
 from ml_assets.storage.delta import table_exists
 
-# Dagster's console logger prints every step event at DEBUG; the summary below says what matters.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger prints every step event, and a failed step's whole traceback at
+# ERROR; the summary below says what matters, failures included.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _check_line(check: dg.AssetCheckEvaluation) -> str:
@@ -32,64 +35,118 @@ def _check_line(check: dg.AssetCheckEvaluation) -> str:
     return f"  check {name}: {verdict}{where} {summary}".rstrip()
 
 
+def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def _report(
+    result: dg.ExecuteInProcessResult, label: str, one_day: bool, champion_key: dg.AssetKey | None
+) -> None:
+    """The run's verdict, its failed steps, one line per check and the champion it left."""
+    verdict = "succeeded" if result.success else "FAILED"
+    print(f"{label} {verdict} (run {result.run_id})")
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None:  # the user's exception, not the wrapper
+                error = error.cause
+            if error.cls_name != "DagsterAssetCheckFailedError":  # its check line says it
+                print(f"  {event.step_key} failed: {error.message.strip()}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            # A range run also records each day's verdict; the range's line sums them up.
+            if check.partition is None or one_day:
+                print(_check_line(check))
+        elif event.is_step_materialization and event.asset_key == champion_key:
+            metadata = event.materialization.metadata
+            change = "new" if metadata["changed"].value else "unchanged"
+            print(
+                f"  champion of {champion_key.path[-1].removesuffix('_champion')}: "
+                f"version {metadata['champion_version'].value} ({change})"
+            )
+
+
+def _execute(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    days: tuple[dt.date, dt.date] | None = None,
+    selection: list[dg.AssetKey] | None = None,
+    champion_key: dg.AssetKey | None = None,
+) -> bool:
+    """Run `job` (over `days`, a range, when given; only `selection` when given) and report."""
+    result = job.execute_in_process(
+        run_config=QUIET,
+        instance=instance,
+        tags=_range_tags(*days) if days else None,
+        asset_selection=selection,
+        raise_on_error=False,
+    )
+    label = job.name
+    if selection:
+        label += f" ({', '.join(key.to_user_string() for key in selection)})"
+    label += f": {days[0]} .. {days[1]}" if days else ":"
+    _report(result, label, days is not None and days[0] == days[1], champion_key)
+    return result.success
+
+
+def _materialize_pipeline(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    spec: PipelineSpec,
+    landed: dict[str, set[dt.date]],
+) -> bool:
+    """Every raw table over the days its source has files for; then each feature table over
+    the days any of its inputs has (so every source's table exists when a feature day reads
+    it, even when one source starts later than another); then train, validate, promote; then
+    score the feature days. Stops at the first stage that failed."""
+    ingest = defs.resolve_job_def(f"{spec.name}_ingest")
+    ok = True
+    for source, days in landed.items():
+        for first, last in contiguous_ranges(days):
+            ok = _execute(ingest, instance, (first, last), [raw_key(spec, source)]) and ok
+    if not ok:
+        return False
+    for name, feature in spec.features.items():
+        days = set().union(*(landed.get(source, set()) for source in feature.inputs))
+        for first, last in contiguous_ranges(days):
+            ok = _execute(ingest, instance, (first, last), [feature_key(spec, name)]) and ok
+    if not ok or spec.model is None:
+        return ok
+    train = defs.resolve_job_def(f"{spec.name}_train")
+    if not _execute(train, instance, champion_key=model_keys(spec).champion):
+        return False
+    score = defs.resolve_job_def(f"{spec.name}_score")
+    scored = set().union(*(landed.get(s, set()) for s in spec.features[spec.model.features].inputs))
+    for first, last in contiguous_ranges(scored):
+        ok = _execute(score, instance, (first, last)) and ok
+    return ok
+
+
 def materialize_all(settings: Settings) -> int:
-    """One single-run range per pipeline over the days its landing folders hold."""
+    """Materialize each pipeline's graph over the days its landing folders hold."""
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     status = 0
     for path in settings.pipeline_specs:
         spec = load_spec(path)
-        days = {
-            file.day
+        landed = {
+            name: {
+                file.day
+                for file in scan_landing(
+                    spec.landing_folder(name, settings.landing_root), source.file_suffixes
+                )[0]
+            }
             for name, source in spec.sources.items()
-            for file in scan_landing(
-                spec.landing_folder(name, settings.landing_root), source.file_suffixes
-            )[0]
         }
-        if not days:
+        if not any(landed.values()):
             print(f"{spec.name}: no landing files under {settings.landing_root / spec.name}")
             status = 1
             continue
-        first, last = min(days).isoformat(), max(days).isoformat()
-        days_range = {
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-        }
-        # Ingest and features over every landed day; then train, validate, promote; then score
-        # the same days with whatever champion that left.
-        steps = [(f"{spec.name}_ingest", days_range)]
-        champion_key = model_keys(spec).champion if spec.model is not None else None
-        if spec.model is not None:
-            steps += [(f"{spec.name}_train", {}), (f"{spec.name}_score", days_range)]
-        for job_name, tags in steps:
-            job = defs.resolve_job_def(job_name)
-            result = job.execute_in_process(
-                run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
-            )
-            verdict = "succeeded" if result.success else "FAILED"
-            print(f"{job_name}: {first} .. {last} {verdict} (run {result.run_id})")
-            for event in result.all_events:
-                if event.is_step_failure:
-                    error = event.step_failure_data.error
-                    while error.cause is not None:  # the user's exception, not the wrapper
-                        error = error.cause
-                    if error.cls_name != "DagsterAssetCheckFailedError":  # its check line says it
-                        print(f"  {event.step_key} failed: {error.message.strip()}")
-                elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-                    check = event.event_specific_data
-                    # A range run also records each day's verdict; the range's line sums them up.
-                    if check.partition is None or first == last:
-                        print(_check_line(check))
-                elif event.is_step_materialization and event.asset_key == champion_key:
-                    metadata = event.materialization.metadata
-                    change = "new" if metadata["changed"].value else "unchanged"
-                    print(
-                        f"  champion of {champion_key.path[-1].removesuffix('_champion')}: "
-                        f"version {metadata['champion_version'].value} ({change})"
-                    )
-            if not result.success:
-                status = 1
-                break
+        if not _materialize_pipeline(defs, instance, spec, landed):
+            status = 1
         graph = defs.resolve_asset_graph()
         for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.path):
             uri = "/".join([settings.lake_root, *key.path])

@@ -1,9 +1,20 @@
-"""How `ml-assets run` reports a check: the end-to-end output is checked by the worked-example
-doc test (ml_assets_tests/docs/test_bring_your_own_data_doc.py)."""
+"""`ml-assets run`: how it reports a check, and how it plans its runs when sources differ. The
+end-to-end output is also checked by the worked-example doc test
+(ml_assets_tests/docs/test_bring_your_own_data_doc.py)."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
+import pytest
 
-from ml_assets.headless import _check_line
+from ml_assets.cli import prepare_dagster_home
+from ml_assets.demo.generate import write_demo_data
+from ml_assets.headless import _check_line, materialize_all
+from ml_assets.settings import load_settings
+from ml_assets_tests.conftest import DEMO_START
 
 KEY = dg.AssetKey(["fraud", "raw", "customers"])
 RANGE_METADATA = {"failed_days": 2, "days": 30, "summary": "credit_limit null rate 33.3% > 20.0%"}
@@ -30,3 +41,36 @@ def test_a_failed_warn_check_reads_as_a_warning_not_a_failure() -> None:
     line = _check_line(_evaluation(dg.AssetCheckSeverity.WARN))
     assert line.startswith("  check fraud/raw/customers null_rate: warning (2 of 30 days failed)")
     assert "FAILED" not in line
+
+
+def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A transactions file three days after the rest, with no customers file: each raw table is
+    ingested over its own days, features over the days any input has, and the gap stays
+    unbuilt. (Running every source over the first..last range failed on the missing files.)"""
+    settings = load_settings({"ML_ASSETS_HOME": str(tmp_path / "home")})
+    landing = settings.landing_root / "fraud"
+    write_demo_data(landing, start=DEMO_START, days=30, rows_per_day=300, seed=3)
+    last = DEMO_START + dt.timedelta(days=29)
+    late = last + dt.timedelta(days=3)
+    write_demo_data(tmp_path / "late", start=late, days=1, rows_per_day=300, seed=3)
+    shutil.copy(tmp_path / "late" / "transactions" / f"{late}.csv", landing / "transactions")
+    monkeypatch.setenv("DAGSTER_HOME", str(prepare_dagster_home(settings)))
+
+    assert materialize_all(settings) == 0
+
+    out = capsys.readouterr().out
+    for line in (
+        f"fraud_ingest (fraud/raw/transactions): {DEMO_START} .. {last} succeeded",
+        f"fraud_ingest (fraud/raw/transactions): {late} .. {late} succeeded",
+        f"fraud_ingest (fraud/raw/customers): {DEMO_START} .. {last} succeeded",
+        f"fraud_ingest (fraud/features/transaction_features): {late} .. {late} succeeded",
+        "fraud_train: succeeded",
+        f"fraud_score: {DEMO_START} .. {last} succeeded",
+        f"fraud_score: {late} .. {late} succeeded",
+    ):
+        assert line in out, out
+    features = pl.read_delta(f"{settings.lake_root}/fraud/features/transaction_features")
+    built = set(features.get_column("event_date").unique().to_list())
+    assert built == {DEMO_START + dt.timedelta(days=i) for i in range(30)} | {late}

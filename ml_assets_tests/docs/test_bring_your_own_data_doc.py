@@ -38,8 +38,13 @@ def test_the_worked_example_goes_from_csv_files_to_a_champion(tmp_path):
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     out = ran.stdout
-    for job in ("loans_ingest", "loans_train", "loans_score"):
-        assert f"{job}: 2026-09-01 .. 2026-10-12 succeeded" in out, out
+    for run in (
+        "loans_ingest (loans/raw/applications)",
+        "loans_ingest (loans/features/application_features)",
+        "loans_score",
+    ):
+        assert f"{run}: 2026-09-01 .. 2026-10-12 succeeded" in out, out
+    assert "loans_train: succeeded" in out, out
     assert "champion of loan_default: version 1 (new)" in out, out
     # One line per check for the 42-day range (not one per day too), and no step-by-step log.
     assert out.count("check loans/raw/applications values: passed") == 1, out
