@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,7 +89,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return materialize_all(settings)
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    # `dagster dev` would start its daemon anyway and keep running without a UI (a second
+    # daemon on the same instance, if the port is held by another `ml-assets dev`).
+    if _port_in_use(args.host, args.port):
+        print(
+            f"port {args.port} on {args.host} is in use (another `ml-assets dev`?): stop that "
+            f"process, or choose another port: `make run PORT={args.port + 1}` or "
+            f"`ml-assets dev --port {args.port + 1}`",
+            file=sys.stderr,
+        )
+        return 1
     prepare_dagster_home(settings)
     # `dagster dev` started in the background from a script inherits an ignored SIGINT and
     # then cannot be stopped with Ctrl-C or `kill -INT`; restore the default first.

@@ -1,5 +1,7 @@
 """The README's main command, live: `ml-assets dev` picks demo data up through the sensors."""
 
+import os
+import socket
 import subprocess
 
 import pytest
@@ -24,7 +26,7 @@ def test_sensors_ingest_demo_data_and_build_features(tmp_path):
     env = {"ML_ASSETS_HOME": str(tmp_path / "home")}
     subprocess.run(
         [str(BIN / "ml-assets"), "demo-data", "--days", "3", "--rows-per-day", "300"],
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         check=True,
     )
     with dagster_dev(env, tmp_path / "dagster_dev.log") as server:
@@ -56,3 +58,20 @@ def test_sensors_ingest_demo_data_and_build_features(tmp_path):
             assert materialized(["fraud", *path]) == 3, path
     # Run history is kept in the project's instance, not in a temporary folder.
     assert list((tmp_path / "home" / "dagster_home" / "history").glob("runs*"))
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
+    """`dagster dev` itself would print the URL, fail to bind, and keep its daemon running."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = subprocess.run(
+            [str(BIN / "ml-assets"), "dev", "--port", str(port)],
+            env={**os.environ, "ML_ASSETS_HOME": str(tmp_path / "home")},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert started.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in started.stderr
+    assert f"make run PORT={port + 1}" in started.stderr
+    assert not (tmp_path / "home" / "dagster_home").exists()  # nothing was started
