@@ -22,6 +22,7 @@ from ml_assets.pipeline.automation import DayVerdict, WrittenAfterFirstChampion,
 from ml_assets.pipeline.keys import (
     EXTERNAL_RETRY,
     daily_partitions,
+    describe_days,
     feature_key,
     model_keys,
     partition_days,
@@ -35,6 +36,7 @@ from ml_assets.pipeline.training import (
     HOLDOUT_START_TAG,
     TRAIN_START_TAG,
 )
+from ml_assets.quality.rules import partition_row_counts
 from ml_assets.storage import delta
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import DeltaLake
@@ -192,6 +194,16 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     keys = model_keys(spec)
     features = feature_key(spec, model.features)
     join_keys = [c for c in spec.features[model.features].primary_key if c in model.exclude]
+    # Days whose lookback reaches before the feature table's first day have incomplete window
+    # features (no earlier events to count): against the training window they always look
+    # drifted. They are not compared.
+    warm_up = dt.timedelta(
+        days=max(
+            (r.lookback_days for r in spec.features[model.features].inputs.values()
+             if r.history == "window"),
+            default=0,
+        )
+    )  # fmt: skip
 
     @dg.asset(
         key=drift_key(spec),
@@ -242,10 +254,19 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         now = dt.datetime.now(dt.UTC)
         version = int(champion.version)
+        feature_table = lake.table_uri(feature_key(spec, model.features))
+        built = [day for day, n in partition_row_counts(feature_table).items() if n]
+        warming = [day for day in days if built and day < min(built) + warm_up]
+        if warming:
+            context.log.info(
+                f"{describe_days(warming)}: not compared, their {warm_up.days}-day lookback "
+                f"reaches before the feature table's first day ({min(built)})"
+            )
         rows, summaries, results_by_day = [], [], {}
         for day in days:
             today = frame.filter(pl.col(PARTITION_COLUMN) == day)
-            results = feature_drift(references, today)
+            # A warm-up day is compared as a day without rows: no PSI, so no drift.
+            results = feature_drift(references, today.head(0) if day in warming else today)
             drifting = drifted(results, monitoring.psi_threshold)
             scored = (
                 predictions.filter(pl.col(PARTITION_COLUMN) == day)
@@ -299,6 +320,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             "reference_window": window,
             "reference_rows": reference_rows,
             "summary_uri": summary_uri,
+            "warm_up_days_not_compared": len(warming),
             **_drift_metadata(summaries, results_by_day, monitoring.psi_threshold),
         }
         context.add_output_metadata(metadata)

@@ -9,6 +9,7 @@ from ml_assets.notify.events import finished_runs
 from ml_assets.pipeline.monitoring import CHECK_NAME, drift_key, summary_key
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC
+from ml_assets_tests.conftest import DEMO_START
 from ml_assets_tests.models.conftest import KEYS, _range
 from ml_assets_tests.monitoring.conftest import AS_OF, DRIFT_FROM, LAST_DAY, TRAIN
 
@@ -144,3 +145,33 @@ def test_without_a_champion_monitoring_fails_and_writes_nothing(drift_deployment
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "no champion for fraud_detector" in str(failure.step_failure_data.error)
+
+
+def test_the_first_days_of_the_data_are_not_compared(drift_deployment):
+    """Their lookback reaches before the data starts, so their window features are empty
+    (no earlier payments): compared with the training window, they always looked drifted."""
+    d = drift_deployment
+    assert d.train(**TRAIN).success
+    last = DEMO_START + dt.timedelta(days=9)
+
+    result = d.materialize([DRIFT], tags=_range(DEMO_START, last))
+
+    assert result.success
+    materialization = next(  # the range's metadata, copied to each day
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == DRIFT
+    )
+    assert materialization.metadata["warm_up_days_not_compared"].value == 7
+    verdicts = {
+        e.event_specific_data.partition: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.partition
+    }
+    warm_up = [(DEMO_START + dt.timedelta(days=i)).isoformat() for i in range(7)]
+    assert all(verdicts[day] for day in warm_up), verdicts
+    rows = pl.read_delta(f"{d.settings.lake_root}/{'/'.join(DRIFT.path)}")
+    first_day = rows.filter(pl.col("event_date") == DEMO_START)
+    assert first_day.height > 0 and not first_day["drifted"].any()
+    compared = rows.filter(pl.col("event_date") == last)
+    assert compared["psi"].is_not_nan().all()  # after the warm-up, days are compared
