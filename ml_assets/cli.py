@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ml_assets.settings import Settings, load_settings, project_root
+from ml_assets.pipeline.spec import SpecError
+from ml_assets.settings import Settings, SettingsError, load_settings, project_root
 
 # The bundled demo pipeline's name: `demo-data` writes its landing files.
 DEMO_PIPELINE = "fraud"
@@ -247,7 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "days", 1) < 1 or getattr(args, "rows_per_day", 1) < 1:
         print("ml-assets: --days and --rows-per-day must be at least 1", file=sys.stderr)
         return 2
-    return args.func(args, load_settings())
+    try:
+        return args.func(args, load_settings())
+    except (SettingsError, SpecError) as error:
+        # A configuration mistake: the message names the variable, file or field; a traceback
+        # would only bury it.
+        print(f"ml-assets: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

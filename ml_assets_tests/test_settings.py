@@ -1,5 +1,8 @@
 """Deployment settings: local by default, explicit elsewhere."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,25 @@ def test_shared_deployments_must_say_where_data_lives():
 def test_pipeline_list_names_a_missing_path(tmp_path):
     with pytest.raises(SettingsError, match="nope"):
         load_settings({"ML_ASSETS_PIPELINES": str(tmp_path / "nope")})
+
+
+@pytest.mark.parametrize(
+    ("pipelines", "message"),
+    [
+        ("nowhere", "ML_ASSETS_PIPELINES: 'nowhere' is neither a spec file nor a folder"),
+        ("shop.yaml", "shop.yaml: invalid pipeline spec: sources.orders.columns.total.type:"),
+    ],
+)  # fmt: skip
+def test_the_cli_reports_a_configuration_mistake_in_one_line(tmp_path, pipelines, message):
+    (tmp_path / "shop.yaml").write_text(
+        'name: shop\nstart_date: "2026-01-01"\nsources:\n  orders:\n    event_time: ts\n'
+        "    primary_key: [id]\n    columns: {id: string, ts: datetime, total: money}\n"
+    )
+    env = {**os.environ, "ML_ASSETS_HOME": str(tmp_path / "home"), "ML_ASSETS_PIPELINES": pipelines}
+    ran = subprocess.run(
+        [str(Path(sys.executable).parent / "ml-assets"), "run", "--demo-days", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 2
+    assert message in ran.stderr
+    assert "Traceback" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
