@@ -101,7 +101,11 @@ def required_columns(source: SourceSpec) -> list[str]:
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
+    if not text:
+        return repr(error)
+    line = text.splitlines()[0]
+    # Polars quotes the offending text in backticks; a quote that spans lines is cut here.
+    return line + "`" if line.count("`") % 2 else line
 
 
 def _read_ndjson(handle: BinaryIO) -> pl.DataFrame:

@@ -165,7 +165,9 @@ def maintain_table(
 ) -> TableReport:
     started = time.perf_counter()
     uri = str(path)
-    report = TableReport(table=uri, before=footprint(path), protected=list(protected))
+    # Sorted by table version (then model), so reports read in order.
+    ordered = sorted(protected, key=lambda p: (p.table_version, p.model, int(p.version)))
+    report = TableReport(table=uri, before=footprint(path), protected=ordered)
     current = report.before.version
     keep = sorted({p.table_version for p in report.protected if p.table_version <= current})
     missing = [p for p in report.protected if p.table_version > current]

@@ -179,6 +179,7 @@ def test_unusable_file_fails_the_day_naming_file_and_problem(tmp_path: Path, cas
     assert str(folder / "2026-01-05.csv") in message
     for problem in problems:
         assert problem in message
+    assert message.count("`") % 2 == 0, message  # a quote cut at a line end is closed
     # The caller gets one quarantine record for the file, saying why.
     [record] = caught.value.quarantine.to_dicts()
     assert record["source_file"] == "2026-01-05.csv"

@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
 from ml_assets.maintenance import MAINTENANCE_JOB, build_maintenance_job
-from ml_assets.maintenance.tables import find_tables, footprint
+from ml_assets.maintenance.tables import Lineage, find_tables, footprint, maintain_table
 from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets_tests.maintenance.conftest import APPENDS, DAYS, OVERWRITES, build_fragmented_table
@@ -142,3 +142,12 @@ def test_job_name_and_config_defaults() -> None:
     assert job.name == MAINTENANCE_JOB
     config = job.get_config_schema_snapshot()  # resolves the typed config
     assert config is not None
+
+
+def test_the_report_lists_protected_versions_in_table_version_order(lake: Path) -> None:
+    uri = lake / "fraud" / "features" / "transaction_features"
+    registered = [Lineage("m", "7", 5), Lineage("m", "1", 0), Lineage("m", "3", 3)]
+    report = maintain_table(
+        uri, retention_hours=0, target_size=1 << 20, dry_run=True, protected=registered
+    )
+    assert report.protected_note == "v0 (model m v1); v3 (model m v3); v5 (model m v7)"
