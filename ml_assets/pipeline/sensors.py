@@ -9,7 +9,7 @@ that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,15 +195,16 @@ class PendingRebuild:
     run_key: str
     requested_ns: int
     days: Mapping[str, tuple[dt.date, ...]]  # source -> the days the run ingests
-    # Every day ingested in the same tick: their features are built by those runs.
-    built_with: tuple[dt.date, ...]
+    # Source -> every day of it ingested in the same tick: the runs of that tick build those
+    # days' features (of the feature tables reading the source).
+    tick_days: Mapping[str, tuple[dt.date, ...]]
 
     def dump(self) -> dict:
         return {
             "run_key": self.run_key,
             "requested_ns": self.requested_ns,
-            "days": {s: [d.isoformat() for d in days] for s, days in self.days.items()},
-            "built_with": [d.isoformat() for d in self.built_with],
+            "days": _dump_days(self.days),
+            "tick_days": _dump_days(self.tick_days),
         }
 
     @classmethod
@@ -211,9 +212,17 @@ class PendingRebuild:
         return cls(
             data["run_key"],
             data["requested_ns"],
-            {s: tuple(map(dt.date.fromisoformat, days)) for s, days in data["days"].items()},
-            tuple(map(dt.date.fromisoformat, data["built_with"])),
+            _parse_days(data["days"]),
+            _parse_days(data["tick_days"]),
         )
+
+
+def _dump_days(days: Mapping[str, tuple[dt.date, ...]]) -> dict[str, list[str]]:
+    return {source: [d.isoformat() for d in values] for source, values in days.items()}
+
+
+def _parse_days(data: Mapping[str, list[str]]) -> dict[str, tuple[dt.date, ...]]:
+    return {source: tuple(map(dt.date.fromisoformat, values)) for source, values in data.items()}
 
 
 # A pending rebuild whose ingestion run never appeared (e.g. deleted) is given up after this.
@@ -242,8 +251,8 @@ def resolve_pending(
 
 def plan_rebuilds(
     spec: PipelineSpec,
-    ingested: dict[str, set[dt.date]],
-    skip: set[dt.date],
+    ingested: Mapping[str, Collection[dt.date]],
+    tick_days: Mapping[str, Collection[dt.date]],
     newest: dt.date,
     built: Callable[[dg.AssetKey], set[str]] | None,
 ) -> list[tuple[list[dg.AssetKey], dt.date, dt.date]]:
@@ -251,8 +260,9 @@ def plan_rebuilds(
 
     Only days the feature table already has (`built`): a day that was never built has nothing
     to rebuild (it is built when its own files land), and building it now would write an
-    empty partition for a day without data. Not the `skip` days either: their ingestion runs
-    build their features. `built` None: every day counts as built.
+    empty partition for a day without data. Not the days that had new files, in the same tick,
+    for a source the table reads (`tick_days`): their ingestion runs build them. `built` None:
+    every day counts as built.
     """
     runs = []
     for name in spec.features:
@@ -261,7 +271,8 @@ def plan_rebuilds(
             for day in ingested.get(source, ()):
                 stop = newest if reach is None else min(newest, day + dt.timedelta(days=reach))
                 later |= {day + dt.timedelta(days=i) for i in range(1, (stop - day).days + 1)}
-        later -= skip
+        for source in spec.features[name].inputs:
+            later -= set(tick_days.get(source, ()))
         if not later:
             continue
         key = feature_key(spec, name)
@@ -373,7 +384,7 @@ def build_landing_sensor(
             for selection, first, last in plan_rebuilds(
                 spec,
                 ingested,
-                set(entry.built_with),
+                entry.tick_days,
                 newest,
                 context.instance.get_materialized_partitions,
             ):
@@ -386,7 +397,7 @@ def build_landing_sensor(
 
         # The run key makes a re-evaluated tick (same cursor) launch nothing twice.
         position = max(tick.cursor.changed_ns for tick in ticks.values())
-        ingesting = set().union(*new_days.values())
+        tick_days = {source: tuple(sorted(days)) for source, days in new_days.items()}
         for selection, first, last in plan_ingestion(spec, new_days):
             run_key = f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}"
             requests.append(_request(selection, first, last, run_key))
@@ -395,9 +406,8 @@ def build_landing_sensor(
                 for source, days in new_days.items()
                 if raw_key(spec, source) in selection
             }
-            ingested = {source: set(days) for source, days in run_days.items()}
-            if plan_rebuilds(spec, ingested, ingesting, newest, built=None):
-                waiting.append(PendingRebuild(run_key, now_ns, run_days, tuple(sorted(ingesting))))
+            if plan_rebuilds(spec, run_days, tick_days, newest, built=None):
+                waiting.append(PendingRebuild(run_key, now_ns, run_days, tick_days))
 
         cursor = _dump_state({name: tick.cursor for name, tick in ticks.items()}, waiting)
         if not requests:

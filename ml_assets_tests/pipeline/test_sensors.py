@@ -26,6 +26,7 @@ from ml_assets.pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     Cursor,
+    plan_rebuilds,
 )
 from ml_assets.pipeline.spec import PipelineSpec, parse_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC, Settings
@@ -528,3 +529,17 @@ def test_days_with_different_sources_get_their_own_runs(settings: Settings) -> N
         ((_day(1), _day(1)), [RAW_TX, RAW_CUST, FEATURES]),
         ((_day(2), _day(3)), [RAW_TX, FEATURES]),
     ]
+
+
+def test_a_rebuild_leaves_out_days_built_in_the_same_tick_only_by_sources_it_reads() -> None:
+    spec = demo_spec()
+    ingested = {"transactions": {_day(2)}}
+
+    def plan(tick_days: dict[str, tuple[dt.date, ...]]) -> list[tuple[dt.date, dt.date]]:
+        runs = plan_rebuilds(spec, ingested, tick_days, _day(12), built=None)
+        return [(first, last) for _, first, last in runs]
+
+    # Day 5's customers file was ingested with its features in the same tick: not again.
+    assert plan({"customers": (_day(5),)}) == [(_day(3), _day(4)), (_day(6), _day(9))]
+    # A source the feature table does not read builds none of its days.
+    assert plan({"elsewhere": (_day(5),)}) == [(_day(3), _day(9))]
