@@ -213,7 +213,9 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             for context_name, part in (("training", train), ("validation", holdout)):
                 source = DeltaDatasetSource(path=uri, delta_table_version=table_version)
                 dataset = mlflow.data.from_polars(
-                    part,
+                    # MLflow's schema has no date type: it maps dates to datetimes anyway, and
+                    # warns once per dataset on the console.
+                    part.with_columns(pl.col(pl.Date).cast(pl.Datetime("us"))),
                     source=source,
                     targets=model.target,
                     name=f"{model.features}-{context_name}",
