@@ -390,9 +390,12 @@ def build_landing_sensor(
             ):
                 run_key = f"{selection[0].path[-1]}:{first}:{last}:after:{entry.run_key}"
                 requests.append(_request(selection, first, last, run_key))
+                changed = "; ".join(
+                    f"{source} {describe_days(days)}" for source, days in ingested.items() if days
+                )
                 context.log.info(
-                    f"rebuilding {selection[0].to_user_string()} {first}..{last}"
-                    f": its lookback covers the days ingested by {entry.run_key}"
+                    f"rebuilding {selection[0].to_user_string()} {first}..{last}: their "
+                    f"lookback covers {changed}, ingested again"
                 )
 
         # The run key makes a re-evaluated tick (same cursor) launch nothing twice.

@@ -318,7 +318,10 @@ def test_a_rewritten_file_is_requested_again(
 
 
 def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on_it(
-    transactions: Landing, instance: dg.DagsterInstance
+    transactions: Landing,
+    instance: dg.DagsterInstance,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     transactions.add_days(*JAN[:12])
     transactions.tick(instance)
@@ -337,6 +340,10 @@ def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on
     rebuild = transactions.tick(instance)
     # transaction_features reads 7 days of transactions: days 3..9 see day 2; day 10 does not.
     assert _summary(rebuild) == [((_day(3), _day(9)), [FEATURES])]
+    assert (
+        f"rebuilding {FEATURES} 2026-01-03..2026-01-09: their lookback covers transactions "
+        "2026-01-02, ingested again" in capsys.readouterr().err + caplog.text
+    )
     assert rebuild.run_requests[0].run_key != ingest.run_requests[0].run_key
     assert transactions.tick(instance).run_requests == []
 
