@@ -60,7 +60,6 @@ def build_feature_asset(spec: PipelineSpec, feature_name: str) -> dg.AssetsDefin
         )
         for name, read in feature.inputs.items()
     }
-    lookback = max(read.lookback_days for read in feature.inputs.values())
     key = feature_key(spec, feature_name)
     compute = asset_compute(key, "features")
 
@@ -76,7 +75,7 @@ def build_feature_asset(spec: PipelineSpec, feature_name: str) -> dg.AssetsDefin
         tags={"layer": "features", "pipeline": spec.name},
         metadata={
             "function": feature.function,
-            "lookback_days": lookback,
+            "lookback_days": feature.lookback_days,
             "primary_key": ", ".join(feature.primary_key),
             "compute_profile": compute.profile,
             "engine_requested": compute.engine,

@@ -197,13 +197,7 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     # Days whose lookback reaches before the feature table's first day have incomplete window
     # features (no earlier events to count): against the training window they always look
     # drifted. They are not compared.
-    warm_up = dt.timedelta(
-        days=max(
-            (r.lookback_days for r in spec.features[model.features].inputs.values()
-             if r.history == "window"),
-            default=0,
-        )
-    )  # fmt: skip
+    warm_up = dt.timedelta(days=spec.features[model.features].lookback_days)
 
     @dg.asset(
         key=drift_key(spec),
@@ -255,12 +249,12 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         now = dt.datetime.now(dt.UTC)
         version = int(champion.version)
         feature_table = lake.table_uri(feature_key(spec, model.features))
-        built = [day for day, n in partition_row_counts(feature_table).items() if n]
-        warming = [day for day in days if built and day < min(built) + warm_up]
+        first = min((d for d, n in partition_row_counts(feature_table).items() if n), default=None)
+        warming = [day for day in days if first is not None and day < first + warm_up]
         if warming:
             context.log.info(
                 f"{describe_days(warming)}: not compared, their {warm_up.days}-day lookback "
-                f"reaches before the feature table's first day ({min(built)})"
+                f"reaches before the feature table's first day ({first})"
             )
         rows, summaries, results_by_day = [], [], {}
         for day in days:

@@ -190,6 +190,12 @@ class FeatureSpec(_Model):
     # Data quality gates (see docs/quality_and_monitoring.md); defaults apply when absent.
     quality: QualitySpec = QualitySpec()
 
+    @property
+    def lookback_days(self) -> int:
+        """The most days before a partition any input reads ("all"-history inputs read every
+        earlier day, but need none of them to be complete)."""
+        return max(read.lookback_days for read in self.inputs.values())
+
     @field_validator("function")
     @classmethod
     def _function_reference(cls, value: str) -> str:
