@@ -2,7 +2,8 @@
 
 Two kinds of problem, two reactions:
 - a file that cannot be used at all (unreadable, empty, missing a required column, unsafe
-  name) fails the partition with an error naming the file; nothing is written to the raw table;
+  name, not one row that fits) fails the partition with an error naming the file; nothing is
+  written to the raw table;
 - a row that does not fit (unparseable value, null in a required column, event outside the
   partition's day, superseded duplicate key) goes to the quarantine with its reason, and the
   rest of the file is loaded.
@@ -237,6 +238,28 @@ def _typed_with_reasons(
     return columns, pl.when(joined != "").then(joined)
 
 
+def _all_rows_rejected(reasons: pl.Series) -> str:
+    """The problem of a file without one usable row: its most common reason, with an example.
+
+    Reasons are grouped by their kind and column (`unparseable value: column x is not a
+    date`), without the value that follows, so a wrong date format reads as one reason.
+    """
+    first = reasons.str.split("; ").list.first()
+    kinds = pl.DataFrame({"reason": first, "kind": first.str.extract(r"^([^:]*:[^:]*)", 1)})
+    top = (
+        kinds.group_by("kind", maintain_order=True)
+        .agg(pl.len().alias("rows"), pl.col("reason").first())
+        .sort("rows", descending=True, maintain_order=True)
+        .row(0, named=True)
+    )
+    if reasons.len() == 1:
+        return f"its one row could not be loaded: {top['reason']}"
+    return (
+        f"not one of its {reasons.len()} rows could be loaded; {top['rows']} of them: "
+        f"{top['reason']}"
+    )
+
+
 def ingest_day(
     source: SourceSpec, folder: Path, day: dt.date, *, ingested_at: dt.datetime
 ) -> IngestResult:
@@ -279,6 +302,11 @@ def ingest_day(
             unusable.append(
                 UnusableFile(path, f"cannot convert to the declared types: {_first_line(error)}")
             )
+            continue
+        if frame.height and frame[_REASON].null_count() == 0:
+            # Not one usable row: the file is wrong as a whole (another date format, the wrong
+            # day's data). Loading it would replace the day's good rows with none.
+            unusable.append(UnusableFile(path, _all_rows_rejected(frame[_REASON])))
             continue
         frames.append(frame)
 

@@ -233,18 +233,28 @@ def resolve_pending(
     instance: dg.DagsterInstance, spec: PipelineSpec, pending: PendingRebuild, now_ns: int
 ) -> dict[str, set[dt.date]] | None:
     """The days `pending`'s run ingested (source -> days), once it is done with them; None
-    while it may still ingest some. Done: every day was materialized after the request, or the
-    run finished (a day it did not materialize failed to ingest)."""
+    while it may still ingest some.
+
+    With the run in the instance: None until it finishes; nothing if it failed. A day can be
+    written and then fail a blocking quality check of the same run, and the later days must
+    not be rebuilt from data that failed its gate. Without a run (deleted, or the days were
+    ingested another way): the days materialized after the request, once all of them are or
+    the request expired.
+    """
+    runs = instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: pending.run_key}), limit=1)
+    if runs:
+        run = runs[0].dagster_run
+        if not run.is_finished:
+            return None
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            return {source: set() for source in pending.days}
     ingested = {}
     for source, days in pending.days.items():
         at = ingestion_times(instance, raw_key(spec, source))(set(days))
         ingested[source] = {d for d in days if at.get(d, -1) >= pending.requested_ns}
-    if all(ingested[s] == set(days) for s, days in pending.days.items()):
+    if runs or all(ingested[s] == set(days) for s, days in pending.days.items()):
         return ingested
-    runs = instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: pending.run_key}), limit=1)
-    if runs and runs[0].dagster_run.is_finished:
-        return ingested
-    if not runs and now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
+    if now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
         return ingested
     return None
 
@@ -376,9 +386,9 @@ def build_landing_sensor(
             for source, days in failed.items():
                 if days:
                     context.log.warning(
-                        f"{source} {describe_days(days)} not ingested (run key "
-                        f"{entry.run_key}): the later days that look back on them are not "
-                        "rebuilt"
+                        f"{source} {describe_days(days)} not ingested, or failed a quality "
+                        f"gate (run key {entry.run_key}): the later days that look back on "
+                        "them are not rebuilt"
                     )
             assert newest is not None  # a pending entry comes from a tick that saw files
             for selection, first, last in plan_rebuilds(

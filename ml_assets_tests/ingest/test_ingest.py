@@ -158,6 +158,18 @@ UNUSABLE = {
         ["missing required column(s) ['amount']"],
     ),
     "empty file": ("", ["file is empty (0 bytes)"]),
+    # Every row rejected: the file is wrong as a whole, and loading it would empty the day.
+    "another date format": (
+        _csv("a,2026-01-05T08:00:00Z,1.5,1,x", "b,2026-01-05T09:00:00Z,2.0,2,x"),
+        [
+            "not one of its 2 rows could be loaded; 2 of them: unparseable value: column ts "
+            "is not a datetime: 2026-01-05T08:00:00Z"
+        ],
+    ),
+    "another day's data": (
+        _csv("a,2026-01-04T08:00:00,1.5,1,x", "b,2026-01-04T09:00:00,2.0,2,x"),
+        ["2 of them: outside partition: ts falls on 2026-01-04, not 2026-01-05"],
+    ),
     "not utf-8": (
         _csv("a,2026-01-05T08:00:00,1.5,1,café").replace("é", "\udce9"),
         ["cannot read as csv", "utf-8"],
@@ -498,6 +510,21 @@ def test_a_broken_redelivery_keeps_the_raw_table_and_records_why(raw: Raw) -> No
     assert "the raw table is unchanged" in message
     assert_frame_equal(raw.table(), before)
     assert table_version(raw.uri) == version
+
+    # Or readable, but not one row fits (timestamps with a zone suffix): without the check,
+    # every row would be quarantined and the day's good rows replaced by none.
+    _write(raw.folder, "2026-01-06.csv", _csv("d,2026-01-06T08:00:00Z,4.0,4,"))
+    message = _failure(raw.materialize(NEXT_DAY))
+    assert (
+        "2026-01-06.csv: its one row could not be loaded: unparseable value: column ts is not "
+        "a datetime: 2026-01-06T08:00:00Z" in message
+    )
+    assert_frame_equal(raw.table(), before)
+    assert table_version(raw.uri) == version
+
+    # The required column is missing again: the quarantine explains the latest failure.
+    _write(raw.folder, "2026-01-06.csv", _csv("d,2026-01-06T08:00:00,4", header="id,ts,qty"))
+    _failure(raw.materialize(NEXT_DAY))
     records = raw.quarantine().filter(pl.col("event_date") == NEXT_DAY).sort("reason").to_dicts()
     assert [(r["source_file"], r["row_number"]) for r in records] == [
         ("2026-01-06.csv", 3),  # from the last good load, which the raw table still reflects

@@ -382,6 +382,53 @@ def test_a_late_file_that_fails_to_ingest_rebuilds_no_later_day(
     assert result.skip_message == "no new landing files"  # nothing left waiting
 
 
+def test_a_late_file_that_fails_a_quality_gate_after_its_write_rebuilds_no_later_day(
+    transactions: Landing,
+    instance: dg.DagsterInstance,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The raw day is materialized, then a blocking check of the same run fails: the later
+    days must not be rebuilt from data that failed its gate."""
+    transactions.add_days(*JAN[:12])
+    transactions.tick(instance)
+    transactions.record_ingestion(instance, *JAN[:12])
+    transactions.record_features(instance, *JAN[:12])
+
+    transactions.add_days(_day(2), tag="_late")
+    [request] = transactions.tick(instance).run_requests
+
+    @dg.asset(
+        key=dg.AssetKey.from_user_string(RAW_TX),
+        partitions_def=daily_partitions(transactions.spec),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "not_empty", asset=dg.AssetKey.from_user_string(RAW_TX), blocking=True
+            ),
+        ],
+    )
+    def emptied_day():
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(check_name="not_empty", passed=False)
+
+    failed = dg.materialize(
+        [emptied_day],
+        instance=instance,
+        partition_key=request.partition_key,
+        tags={"dagster/run_key": request.run_key},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    assert instance.get_materialized_partitions(dg.AssetKey.from_user_string(RAW_TX)) >= {
+        _day(2).isoformat()
+    }
+
+    result = transactions.tick(instance)
+    assert result.run_requests == []
+    logged = capsys.readouterr().err + caplog.text
+    assert "transactions 2026-01-02 not ingested, or failed a quality gate" in logged
+
+
 def test_late_customers_file_reaches_the_newest_day(
     customers: Landing, instance: dg.DagsterInstance
 ) -> None:
