@@ -132,15 +132,15 @@ def materialize_all(settings: Settings) -> int:
     status = 0
     for path in settings.pipeline_specs:
         spec = load_spec(path)
-        landed = {
-            name: {
-                file.day
-                for file in scan_landing(
-                    spec.landing_folder(name, settings.landing_root), source.file_suffixes
-                )[0]
-            }
-            for name, source in spec.sources.items()
-        }
+        landed = {}
+        for name, source in spec.sources.items():
+            folder = spec.landing_folder(name, settings.landing_root)
+            if not folder.is_dir():
+                print(f"{spec.name}: no landing folder for source {name}: {folder}")
+            files, problems = scan_landing(folder, source.file_suffixes)
+            for problem in problems:
+                print(f"{spec.name}: left out {folder / problem.name}: {problem.message}")
+            landed[name] = {file.day for file in files}
         if not any(landed.values()):
             print(f"{spec.name}: no landing files under {settings.landing_root / spec.name}")
             status = 1

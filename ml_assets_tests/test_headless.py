@@ -48,7 +48,8 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
 ) -> None:
     """A transactions file three days after the rest, with no customers file: each raw table is
     ingested over its own days, features over the days any input has, and the gap stays
-    unbuilt. (Running every source over the first..last range failed on the missing files.)"""
+    unbuilt. (Running every source over the first..last range failed on the missing files.)
+    A misnamed file is listed as left out."""
     settings = load_settings({"ML_ASSETS_HOME": str(tmp_path / "home")})
     landing = settings.landing_root / "fraud"
     write_demo_data(landing, start=DEMO_START, days=30, rows_per_day=300, seed=3)
@@ -56,6 +57,8 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
     late = last + dt.timedelta(days=3)
     write_demo_data(tmp_path / "late", start=late, days=1, rows_per_day=300, seed=3)
     shutil.copy(tmp_path / "late" / "transactions" / f"{late}.csv", landing / "transactions")
+    # A file named without dashes is left out, and the run says so.
+    shutil.copy(landing / "customers" / f"{last}.csv", landing / "customers" / "20261020.csv")
     monkeypatch.setenv("DAGSTER_HOME", str(prepare_dagster_home(settings)))
 
     assert materialize_all(settings) == 0
@@ -69,6 +72,8 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
         "fraud_train: succeeded",
         f"fraud_score: {DEMO_START} .. {last} succeeded",
         f"fraud_score: {late} .. {late} succeeded",
+        f"fraud: left out {landing / 'customers' / '20261020.csv'}: '20261020.csv' is not named "
+        "like a day's file (expected YYYY-MM-DD[_tag].csv)",
     ):
         assert line in out, out
     features = pl.read_delta(f"{settings.lake_root}/fraud/features/transaction_features")

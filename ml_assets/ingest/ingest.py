@@ -268,11 +268,15 @@ def ingest_day(
     Raises IngestError, naming each file and its problem, when any file cannot be used.
     """
     try:
-        paths = files_for_day(folder, day, source.file_suffixes)
+        paths, misnamed = files_for_day(folder, day, source.file_suffixes)
     except BadLandingFile as problem:
         raise IngestError(f"{folder}: {problem}", day=day) from None
     if not paths:
-        raise IngestError(f"no landing files for {day.isoformat()} in {folder}", day=day)
+        raise IngestError(
+            f"no landing files for {day.isoformat()} in {folder}"
+            + (f" (left out: {'; '.join(misnamed)})" if misnamed else ""),
+            day=day,
+        )
 
     declared = list(source.columns)
     frames: list[pl.DataFrame] = []

@@ -106,20 +106,30 @@ def scan_landing(
     return files, problems
 
 
-def files_for_day(folder: Path, day: dt.date, suffixes: tuple[str, ...]) -> list[Path]:
-    """The landing files of one day, in name order (so a `_late` file comes after the main one).
+def files_for_day(
+    folder: Path, day: dt.date, suffixes: tuple[str, ...]
+) -> tuple[list[Path], list[str]]:
+    """The landing files of one day, in name order (so a `_late` file comes after the main one),
+    and the problems of the files that start with the day but are not its files
+    (`2026-01-05.csv.bak`, a wrong suffix): those are left out, as the sensor leaves them out.
 
     A file named for the day but unsafe to read (a link out of the folder) raises, naming it.
     """
     prefix = day.isoformat()
     found: list[Path] = []
+    skipped: list[str] = []
     if not folder.is_dir():
-        return found
+        return found, skipped
     for path in sorted(folder.glob(f"{prefix}*")):
         if is_in_progress(path.name) or path.is_dir():
             continue
-        if partition_day(path.name, suffixes) != day:
+        try:
+            named_day = partition_day(path.name, suffixes)
+        except BadLandingFile as problem:
+            skipped.append(str(problem))
+            continue
+        if named_day != day:
             continue
         check_inside(folder, path)
         found.append(path)
-    return found
+    return found, skipped

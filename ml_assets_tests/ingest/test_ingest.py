@@ -428,6 +428,24 @@ def test_files_not_named_for_a_day_are_not_ingested_and_are_reported(tmp_path: P
     assert "2026-13-45 is not a valid date" in messages["2026-13-45.csv"]
 
 
+def test_a_stray_file_starting_with_a_day_is_left_out_of_that_day(raw: Raw) -> None:
+    """A backup or an archive next to the day's file: the sensor reports it and skips it, and
+    so does the ingestion, instead of failing the day (and a range run with it)."""
+    _write(raw.folder, "2026-01-05.csv", _csv(*GOOD))
+    _write(raw.folder, "2026-01-05.csv.bak", _csv("zz,2026-01-05T08:00:00,9.0,9,backup"))
+    _write(raw.folder, "2026-01-06.json", '{"id": "zz"}\n')
+
+    assert raw.materialize(DAY).success
+    assert sorted(raw.table()["id"].to_list()) == ["a", "b", "c"]
+    _, problems = scan_landing(raw.folder, (".csv",))
+    assert {p.name for p in problems} == {"2026-01-05.csv.bak", "2026-01-06.json"}
+
+    # A day with nothing but a stray file says which file it left out, and why.
+    message = _failure(raw.materialize(NEXT_DAY))
+    assert "no landing files for 2026-01-06" in message
+    assert "left out: '2026-01-06.json' has suffix .json; expected .csv" in message
+
+
 def test_symlink_out_of_the_landing_folder_is_refused(raw: Raw, tmp_path: Path) -> None:
     _write(raw.folder, "2026-01-05.csv", _csv(*GOOD))
     secret = raw.folder / ".." / ".." / "secret.csv"
