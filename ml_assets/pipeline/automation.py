@@ -195,6 +195,28 @@ def failing_days(
     return failing
 
 
+# Every status of a run that has not finished: a run requested a moment ago is NOT_STARTED or
+# STARTING, not yet QUEUED or STARTED.
+_UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _training_in_progress(instance: dg.DagsterInstance, model: str, candidate: dg.AssetKey) -> bool:
+    """Whether a run that trains `model` has not finished: a run of the train job (tagged), or
+    one the automation started for the candidate (an asset-job run, without the job's tags)."""
+    if instance.get_runs(dg.RunsFilter(tags={TRAINING_TAG: model}, statuses=_UNFINISHED), limit=1):
+        return True
+    # Read every unfinished run: even a long run queue is a few hundred small records.
+    return any(
+        candidate in (run.asset_selection or ())
+        for run in instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED))
+    )
+
+
 def build_retrain_sensor(
     spec: PipelineSpec,
     train_job: str,
@@ -232,15 +254,15 @@ def build_retrain_sensor(
         )
         if trained is None:
             return dg.SensorResult(skip_reason=f"{spec.model.name} has never been trained")
-        busy = instance.get_runs(
-            dg.RunsFilter(
-                tags={TRAINING_TAG: spec.model.name},
-                statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED],
-            ),
-            limit=1,
-        )
-        if busy:
+        if _training_in_progress(instance, spec.model.name, keys.candidate):
             return dg.SensorResult(skip_reason="a training run is already queued or running")
+
+        def features_since_training(limit: int) -> Sequence[dg.EventLogRecord]:
+            return instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=features, after_storage_id=trained.storage_id),
+                limit=limit,
+            ).records
+
         if drift_check is not None:
             # Any failed verdict since the training, not only the newest one: a day that passed
             # after a drifted one (another run, or the per-day verdicts of a range run) must
@@ -256,6 +278,13 @@ def build_retrain_sensor(
                 ),
                 None,
             )
+            if drifted is not None and not features_since_training(1):
+                # The newest model was trained on exactly the data there is: another training
+                # would fit it again (the drift was found on days it already learned from).
+                return dg.SensorResult(
+                    skip_reason="the drift check failed, but no feature partition was written "
+                    "since the last training: nothing new to train on"
+                )
             if drifted is not None:
                 return dg.SensorResult(
                     run_requests=[
@@ -267,10 +296,7 @@ def build_retrain_sensor(
                 )
         if needed == 0:
             return dg.SensorResult(skip_reason="no drift, and retrain.after_new_partitions is 0")
-        since = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=features, after_storage_id=trained.storage_id),
-            limit=10_000,
-        ).records
+        since = features_since_training(10_000)
         days = {r.partition_key for r in since}
         if len(days) >= needed:  # only then worth reading the check history (every 15 s)
             days -= failing_days(instance, feature_checks, trained.timestamp)

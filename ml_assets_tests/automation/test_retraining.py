@@ -173,17 +173,24 @@ def test_a_day_fixed_after_failing_a_blocking_check_counts_again(settings):
     assert request.tags["ml_assets/retrain_reason"] == "7 new feature partitions"
 
 
-def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings):
-    instance = dg.DagsterInstance.ephemeral()
-    drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
-    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
-    assert not _retrain_tick(settings, instance).run_requests
+DRIFT = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
 
+
+def _drift_verdict(instance: dg.DagsterInstance, day: str, passed: bool) -> None:
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
-            asset_key=drift, check_name="no_feature_drift", passed=False, partition="2026-01-28"
+            asset_key=DRIFT, check_name="no_feature_drift", passed=passed, partition=day
         )
     )
+
+
+def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    assert not _retrain_tick(settings, instance).run_requests
+    # The drifted day is a new one, written after the training.
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-28"))
+    _drift_verdict(instance, "2026-01-28", passed=False)
     [request] = _retrain_tick(settings, instance).run_requests
     assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
 
@@ -194,13 +201,58 @@ def test_a_failed_drift_check_after_the_last_training_starts_a_retrain(settings)
 
 def test_a_drifted_day_still_retrains_when_a_later_day_passed(settings):
     instance = dg.DagsterInstance.ephemeral()
-    drift = dg.AssetKey(["fraud", "monitoring", "fraud_detector_drift"])
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
     for day, passed in (("2026-01-28", False), ("2026-01-29", True)):
-        instance.report_runless_asset_event(
-            dg.AssetCheckEvaluation(
-                asset_key=drift, check_name="no_feature_drift", passed=passed, partition=day
-            )
+        instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition=day))
+        _drift_verdict(instance, day, passed)
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
+
+
+def test_a_drift_failure_on_data_the_last_training_had_retrains_nothing(settings):
+    """Drift found on days the newest model already trained on (no feature partition written
+    since): a retrain would fit the same data and register a copy of the model."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-28"))
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    _drift_verdict(instance, "2026-01-28", passed=False)
+
+    result = _retrain_tick(settings, instance)
+    assert not result.run_requests
+    assert "no feature partition was written since the last training" in (
+        result.skip_reason.skip_message
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "tags", "selection"),
+    [
+        # Requested a moment ago by this sensor, not yet queued.
+        (dg.DagsterRunStatus.NOT_STARTED, {"ml_assets/training": "fraud_detector"}, None),
+        (dg.DagsterRunStatus.STARTING, {"ml_assets/training": "fraud_detector"}, None),
+        # Started by the automation (freshness): an asset-job run without the train job's tags.
+        (dg.DagsterRunStatus.STARTED, {}, frozenset({KEYS.candidate})),
+    ],
+    ids=["requested", "starting", "automation"],
+)
+def test_no_retrain_while_another_training_is_unfinished(settings, status, tags, selection):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-28"))
+    _drift_verdict(instance, "2026-01-28", passed=False)
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name="fraud_train" if tags else "__ASSET_JOB",
+            status=status,
+            tags=tags,
+            asset_selection=selection,
         )
+    )
+
+    result = _retrain_tick(settings, instance)
+    assert not result.run_requests
+    assert result.skip_reason.skip_message == "a training run is already queued or running"
+
+    instance.report_run_failed(run)  # finished: the drift failure retrains
     [request] = _retrain_tick(settings, instance).run_requests
     assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
