@@ -2,6 +2,7 @@
 as a new version with the alias `challenger`."""
 
 import datetime as dt
+import difflib
 import json
 import time
 from typing import Any
@@ -32,6 +33,29 @@ from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets.tracking.registry import CHALLENGER
 from ml_assets.tracking.scoring_model import ScoringModel
+
+
+def model_column_problems(spec: PipelineSpec, schema: pl.Schema) -> list[str]:
+    """What the model section names that the feature table does not have, or has with a type
+    the model cannot use. Checked before training: a misspelt `exclude` would otherwise train
+    on the id column it meant to leave out, and fail only when scoring."""
+    model = spec.model
+    assert model is not None
+    named = [("target", model.target), *(("exclude", c) for c in model.exclude)]
+    if model.slice_column:
+        named.append(("slice_column", model.slice_column))
+    problems = []
+    for field, column in named:
+        if column not in schema:
+            close = difflib.get_close_matches(column, schema.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"model.{field} names {column!r}, not a column of the table{hint}")
+    dtype = schema.get(model.target)
+    if dtype is not None and not (dtype.is_numeric() or dtype == pl.Boolean):
+        kind = "bool or 0/1" if model.task == "classification" else "numeric"
+        problems.append(f"target {model.target!r} is {dtype}; a {model.task} target is {kind}")
+    return problems
+
 
 # Version tags the validation report reads back: which rows it must evaluate on.
 TRAIN_START_TAG = "train_start"
@@ -127,6 +151,12 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             .filter(pl.col(PARTITION_COLUMN).is_between(first, as_of))
             .collect()
         )
+        problems = model_column_problems(spec, frame.schema)
+        if problems:
+            raise dg.Failure(
+                f"cannot train {model.name} on {features.to_user_string()}: " + "; ".join(problems),
+                allow_retries=False,
+            )
         try:
             train, holdout, window = time_split(
                 frame,

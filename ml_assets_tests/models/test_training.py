@@ -3,12 +3,15 @@
 import dagster as dg
 import mlflow
 import polars as pl
+import yaml
 from mlflow.tracking import MlflowClient
 
 from ml_assets.definitions import build_definitions
-from ml_assets.settings import load_settings
+from ml_assets.pipeline.training import model_column_problems
+from ml_assets.pipelines.fraud.features import FEATURE_COLUMNS
+from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
 from ml_assets.tracking.registry import CHALLENGER, CHAMPION
-from ml_assets_tests.models.conftest import KEYS, LAST_DAY, Deployment
+from ml_assets_tests.models.conftest import KEYS, LAST_DAY, SPEC, Deployment
 
 
 def _materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey):
@@ -152,3 +155,40 @@ def test_training_run_logs_its_compute_time_and_estimated_cost_as_mlflow_metrics
     for key in ("compute_seconds", "cpu_seconds", "estimated_cost_usd"):
         assert metadata[key] == metrics[key]
     assert metadata["cost_basis"].startswith("local: 3600.000 USD/CPU-h")
+
+
+def test_model_columns_missing_from_the_feature_table_fail_training_and_register_nothing(
+    deployment, tmp_path
+):
+    """A misspelt `exclude` used to train on the column it meant to leave out (event_id) and
+    fail only when scoring; a misspelt slice column failed after the model was registered."""
+    spec = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
+    spec["model"]["exclude"] = ["event_idd", "customer_id", "event_ts"]
+    spec["model"]["slice_column"] = "chanel"
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"ML_ASSETS_HOME": str(deployment.settings.home), "ML_ASSETS_PIPELINES": str(path)}
+    settings = load_settings(env)
+    misspelt = Deployment(settings, build_definitions(settings))
+
+    result = misspelt.train()
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = str(failure.step_failure_data.user_failure_data.description)
+    assert "cannot train fraud_detector on fraud/features/transaction_features" in message
+    assert "model.exclude names 'event_idd', not a column of the table" in message
+    assert "(did you mean 'event_id'?)" in message
+    assert "model.slice_column names 'chanel'" in message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert _client(misspelt).search_model_versions(f"name='{KEYS.candidate.path[-1]}'") == []
+
+
+def test_a_text_target_is_refused_before_training():
+    """A yes/no target loaded as text failed inside scikit-learn (`invalid literal for int()`)
+    and was retried; the check names the column and what the task needs."""
+    schema = pl.Schema({name: pl.Float64 for name in FEATURE_COLUMNS} | {"is_fraud": pl.String})
+    assert model_column_problems(SPEC, schema) == [
+        "target 'is_fraud' is String; a classification target is bool or 0/1"
+    ]
+    assert model_column_problems(SPEC, schema | {"is_fraud": pl.Int32}) == []
