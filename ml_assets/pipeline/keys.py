@@ -14,6 +14,11 @@ from ml_assets.pipeline.spec import PipelineSpec
 # sensor-launched runs for overlapping days never race on the same partitions.
 PIPELINE_TAG = "ml_assets/pipeline"
 
+# Failure metadata of a raw asset whose landing files could not be used:
+# {"source": <source name>, "days": [the ISO days that failed]}. The landing sensor reads it to
+# ingest the other days of a failed range again.
+FAILED_PARTITIONS = "failed_partitions"
+
 
 def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "raw", source])

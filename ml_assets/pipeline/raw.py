@@ -18,6 +18,7 @@ from ml_assets.ingest.ingest import (
 )
 from ml_assets.pipeline.keys import (
     EXTERNAL_RETRY,
+    FAILED_PARTITIONS,
     daily_partitions,
     partition_days,
     quarantine_key,
@@ -111,7 +112,14 @@ def build_raw_asset(
                 _store_quarantine(lake, q_key, kept + [f.quarantine for f in recorded], failed_days)
             raise dg.Failure(
                 description="\n".join(str(f) for f in failures),
-                metadata={"failed_days": len(failures), "quarantine_uri": lake.table_uri(q_key)},
+                metadata={
+                    "failed_days": len(failures),
+                    # Read by the landing sensor, to ingest the range's other days again.
+                    FAILED_PARTITIONS: dg.MetadataValue.json(
+                        {"source": source_name, "days": [f.day.isoformat() for f in failures]}
+                    ),
+                    "quarantine_uri": lake.table_uri(q_key),
+                },
                 allow_retries=False,  # the same files fail the same way
             )
 

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.automation import latest_materializations
-from ml_assets.pipeline.keys import contiguous_ranges, describe_days, feature_key, raw_key
+from ml_assets.pipeline.keys import (
+    FAILED_PARTITIONS,
+    contiguous_ranges,
+    describe_days,
+    feature_key,
+    raw_key,
+)
 from ml_assets.pipeline.spec import PipelineSpec
 
 RUN_KEY_TAG = "dagster/run_key"
@@ -184,12 +191,14 @@ def plan_ingestion(
 
 
 @dataclass(frozen=True)
-class PendingRebuild:
-    """An ingestion run whose later feature days are rebuilt once it has ingested its days.
+class PendingIngestion:
+    """An ingestion run the sensor follows until it finishes.
 
-    Late files change what later days' lookback reads. Rebuilding those days in the same tick
-    would rebuild them even when the late file fails to ingest (from unchanged raw data, and
-    counted as new training data), so the rebuild waits for the raw days to be materialized.
+    Two things wait for it. Late files change what later days' lookback reads; rebuilding
+    those days in the same tick would rebuild them even when the late file fails to ingest
+    (from unchanged raw data, and counted as new training data), so the rebuild waits for the
+    run to succeed. And a range run fails as a whole when one day's file is unusable; its
+    other days are then requested again without that day.
     """
 
     run_key: str
@@ -208,7 +217,7 @@ class PendingRebuild:
         }
 
     @classmethod
-    def parse(cls, data: dict) -> "PendingRebuild":
+    def parse(cls, data: dict) -> "PendingIngestion":
         return cls(
             data["run_key"],
             data["requested_ns"],
@@ -229,15 +238,36 @@ def _parse_days(data: Mapping[str, list[str]]) -> dict[str, tuple[dt.date, ...]]
 PENDING_EXPIRY_NS = 24 * 3600 * 10**9
 
 
-def resolve_pending(
-    instance: dg.DagsterInstance, spec: PipelineSpec, pending: PendingRebuild, now_ns: int
-) -> dict[str, set[dt.date]] | None:
-    """The days `pending`'s run ingested (source -> days), once it is done with them; None
-    while it may still ingest some.
+@dataclass(frozen=True)
+class IngestionOutcome:
+    """What a finished ingestion run did, per source."""
 
-    With the run in the instance: None until it finishes; nothing if it failed. A day can be
-    written and then fail a blocking quality check of the same run, and the later days must
-    not be rebuilt from data that failed its gate. Without a run (deleted, or the days were
+    ingested: dict[str, set[dt.date]]
+    # The days of a failed run to request again: those its raw assets did not name as failed.
+    retry: dict[str, set[dt.date]]
+
+
+def failed_partitions(instance: dg.DagsterInstance, run_id: str) -> dict[str, set[dt.date]]:
+    """Source -> the days a run's raw assets could not ingest (their unusable files)."""
+    failed: dict[str, set[dt.date]] = {}
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        data = entry.dagster_event.step_failure_data.user_failure_data
+        value = data.metadata.get(FAILED_PARTITIONS) if data is not None else None
+        if isinstance(value, dg.JsonMetadataValue) and isinstance(value.data, dict):
+            days = {dt.date.fromisoformat(day) for day in value.data["days"]}
+            failed.setdefault(value.data["source"], set()).update(days)
+    return failed
+
+
+def resolve_pending(
+    instance: dg.DagsterInstance, spec: PipelineSpec, pending: PendingIngestion, now_ns: int
+) -> IngestionOutcome | None:
+    """What `pending`'s run did, once it is done; None while it may still ingest some days.
+
+    With the run in the instance: None until it finishes. If it failed, nothing counts as
+    ingested: a day can be written and then fail a blocking quality check of the same run, and
+    the later days must not be rebuilt from data that failed its gate. The days its raw assets
+    did not name as failed are to be requested again. Without a run (deleted, or the days were
     ingested another way): the days materialized after the request, once all of them are or
     the request expired.
     """
@@ -247,15 +277,22 @@ def resolve_pending(
         if not run.is_finished:
             return None
         if run.status != dg.DagsterRunStatus.SUCCESS:
-            return {source: set() for source in pending.days}
+            failed = failed_partitions(instance, run.run_id)
+            retry = {
+                source: set(pending.days.get(source, ())) - days for source, days in failed.items()
+            }
+            return IngestionOutcome(
+                ingested={source: set() for source in pending.days},
+                retry={source: days for source, days in retry.items() if days},
+            )
     ingested = {}
     for source, days in pending.days.items():
         at = ingestion_times(instance, raw_key(spec, source))(set(days))
         ingested[source] = {d for d in days if at.get(d, -1) >= pending.requested_ns}
     if runs or all(ingested[s] == set(days) for s, days in pending.days.items()):
-        return ingested
+        return IngestionOutcome(ingested, retry={})
     if now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
-        return ingested
+        return IngestionOutcome(ingested, retry={})
     return None
 
 
@@ -293,19 +330,34 @@ def plan_rebuilds(
     return runs
 
 
-# The sensor's cursor: {"v": 2, "sources": {source: Cursor}, "pending": [PendingRebuild]}.
+def _days_of_run(
+    spec: PipelineSpec,
+    days: Mapping[str, Collection[dt.date]],
+    selection: list[dg.AssetKey],
+    first: dt.date,
+    last: dt.date,
+) -> dict[str, tuple[dt.date, ...]]:
+    """Source -> the days of it one planned ingestion run ingests."""
+    return {
+        source: tuple(sorted(d for d in source_days if first <= d <= last))
+        for source, source_days in days.items()
+        if raw_key(spec, source) in selection
+    }
+
+
+# The sensor's cursor: {"v": 2, "sources": {source: Cursor}, "pending": [PendingIngestion]}.
 # Version 1 was {source: Cursor} alone.
 _STATE_VERSION = 2
 
 
-def _parse_state(raw: str | None) -> tuple[dict[str, str], list[PendingRebuild]]:
+def _parse_state(raw: str | None) -> tuple[dict[str, str], list[PendingIngestion]]:
     stored = json.loads(raw) if raw else {}
     if stored.get("v") != _STATE_VERSION:
         return stored, []
-    return stored["sources"], [PendingRebuild.parse(p) for p in stored["pending"]]
+    return stored["sources"], [PendingIngestion.parse(p) for p in stored["pending"]]
 
 
-def _dump_state(cursors: dict[str, Cursor], pending: list[PendingRebuild]) -> str:
+def _dump_state(cursors: dict[str, Cursor], pending: list[PendingIngestion]) -> str:
     return json.dumps(
         {
             "v": _STATE_VERSION,
@@ -378,10 +430,26 @@ def build_landing_sensor(
         # Earlier ticks' ingestion runs first: a rebuild waits for its late days' ingestion.
         waiting = []
         for entry in pending:
-            ingested = resolve_pending(context.instance, spec, entry, now_ns)
-            if ingested is None:
+            outcome = resolve_pending(context.instance, spec, entry, now_ns)
+            if outcome is None:
                 waiting.append(entry)
                 continue
+            ingested = outcome.ingested
+            # A range run failed on some days' files: its other days again, without them.
+            for selection, first, last in plan_ingestion(spec, outcome.retry):
+                run_key = f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:retry:"
+                run_key += entry.run_key
+                requests.append(_request(selection, first, last, run_key))
+                run_days = _days_of_run(spec, outcome.retry, selection, first, last)
+                waiting.append(PendingIngestion(run_key, now_ns, run_days, entry.tick_days))
+                context.log.warning(
+                    f"run key {entry.run_key} failed on the files of "
+                    + "; ".join(
+                        f"{source} {describe_days(set(entry.days[source]) - days)}"
+                        for source, days in outcome.retry.items()
+                    )
+                    + f": ingesting its other days again, {first}..{last}"
+                )
             failed = {s: set(days) - ingested[s] for s, days in entry.days.items()}
             for source, days in failed.items():
                 if days:
@@ -414,13 +482,9 @@ def build_landing_sensor(
         for selection, first, last in plan_ingestion(spec, new_days):
             run_key = f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:{position}"
             requests.append(_request(selection, first, last, run_key))
-            run_days = {
-                source: tuple(sorted(d for d in days if first <= d <= last))
-                for source, days in new_days.items()
-                if raw_key(spec, source) in selection
-            }
-            if plan_rebuilds(spec, run_days, tick_days, newest, built=None):
-                waiting.append(PendingRebuild(run_key, now_ns, run_days, tick_days))
+            run_days = _days_of_run(spec, new_days, selection, first, last)
+            if first < last or plan_rebuilds(spec, run_days, tick_days, newest, built=None):
+                waiting.append(PendingIngestion(run_key, now_ns, run_days, tick_days))
 
         cursor = _dump_state({name: tick.cursor for name, tick in ticks.items()}, waiting)
         if not requests:
@@ -430,7 +494,7 @@ def build_landing_sensor(
             if still := sum(tick.waiting for tick in ticks.values()):
                 reason += f" ({still} still being written)"
             if waiting:
-                reason += f"; {len(waiting)} ingestion run(s) to finish before later days rebuild"
+                reason += f"; following {len(waiting)} ingestion run(s) until they finish"
             if problems:
                 reason += f"; {len(problems)} file(s) not ingested: " + "; ".join(problems)
             return dg.SensorResult(skip_reason=reason, cursor=cursor)

@@ -195,7 +195,10 @@ def test_a_tick_with_nothing_new_skips_and_keeps_the_cursor(transactions: Landin
     second = transactions.tick()
 
     assert second.run_requests == []
-    assert second.skip_message == "no new landing files"
+    # (The range run it requested never appears in this empty instance: it is still followed.)
+    assert second.skip_message == (
+        "no new landing files; following 1 ingestion run(s) until they finish"
+    )
     assert transactions.source_cursor(second.cursor) == transactions.source_cursor(first.cursor)
 
 
@@ -334,7 +337,7 @@ def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on
     # The later days wait for day 2's ingestion.
     waiting = transactions.tick(instance)
     assert waiting.run_requests == []
-    assert "1 ingestion run(s) to finish before later days rebuild" in waiting.skip_message
+    assert "following 1 ingestion run(s) until they finish" in waiting.skip_message
 
     transactions.record_ingestion(instance, _day(2))
     rebuild = transactions.tick(instance)
@@ -597,3 +600,53 @@ def test_a_rebuild_leaves_out_days_built_in_the_same_tick_only_by_sources_it_rea
     assert plan({"customers": (_day(5),)}) == [(_day(3), _day(4)), (_day(6), _day(9))]
     # A source the feature table does not read builds none of its days.
     assert plan({"elsewhere": (_day(5),)}) == [(_day(3), _day(9))]
+
+
+def test_a_range_run_failing_on_one_days_file_is_followed_by_its_other_days(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A range run fails as a whole when one file is unusable, and the cursor has moved past
+    every file of the range: without a follow-up, fixing that one file would ingest that day
+    alone, and the range's other days never."""
+    spec = demo_spec()
+    landing = Landing(spec, "transactions", settings)
+    write_demo_data(settings.landing_root / "fraud", start=_day(1), days=5, rows_per_day=15, seed=5)
+    broken = landing.folder / f"{_day(3)}.csv"
+    good = broken.read_text()
+    broken.write_text('event_id,customer_id\n"unterminated,c2\n')
+
+    def run(request: dg.RunRequest) -> bool:
+        return dg.materialize(
+            list(build_pipeline(spec, landing_root=settings.landing_root).assets),
+            resources=build_resources(settings),
+            instance=instance,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            partition_key=request.partition_key,
+            selection=request.asset_selection,
+            raise_on_error=False,
+        ).success
+
+    [whole] = landing.tick(instance).run_requests
+    assert not run(whole)
+
+    retries = landing.tick(instance)
+    assert _summary(retries) == [
+        ((_day(1), _day(2)), [RAW_TX, FEATURES]),
+        ((_day(4), _day(5)), [RAW_TX, FEATURES]),
+    ]
+    logged = capsys.readouterr().err + caplog.text
+    assert "failed on the files of transactions 2026-01-03: ingesting its other days again" in (
+        logged
+    )
+    assert all(run(request) for request in retries.run_requests)
+    lake = DeltaLake(root=settings.lake_root)
+    built = pl.read_delta(lake.table_uri(feature_key(spec, "transaction_features")))
+    assert sorted(built["event_date"].unique()) == [_day(1), _day(2), _day(4), _day(5)]
+    assert landing.tick(instance).run_requests == []  # nothing followed any more
+
+    # The file is fixed: its day is ingested, then the later days that look back on it rebuilt.
+    broken.write_text(good)
+    assert _summary(landing.tick(instance)) == [((_day(3), _day(3)), [RAW_TX, FEATURES])]
