@@ -63,6 +63,11 @@ def _report(
         elif event.is_step_materialization and event.asset_key == champion_key:
             metadata = event.materialization.metadata
             change = "new" if metadata["changed"].value else "unchanged"
+            if "held_by_rollback" in metadata:
+                change += (
+                    f"; version {metadata['challenger_version'].value} passed its gates, but "
+                    f"the champion is held at {metadata['held_by_rollback'].value}"
+                )
             print(
                 f"  champion of {champion_key.path[-1].removesuffix('_champion')}: "
                 f"version {metadata['champion_version'].value} ({change})"

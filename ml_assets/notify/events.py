@@ -228,10 +228,12 @@ def _run_notifications(instance: dg.DagsterInstance, record: Any) -> tuple[Notif
             old = _metadata_value(metadata, "previous_champion_version") or None
             model = key.path[-1].removesuffix(CHAMPION_SUFFIX)
             change = f"v{old} → v{new}" if old else f"v{new} (first champion)"
+            rollback = _metadata_value(metadata, "action") == "rollback"
             notes.append(
                 Notification(
                     kind="champion_change",
-                    title=f"New champion: {model} {change}",
+                    title=f"{'Champion rolled back' if rollback else 'New champion'}: {model} "
+                    f"{change}",
                     lines=(f"`{key.to_user_string()}`: champion {change}",),
                     details={
                         "asset": key.to_user_string(),

@@ -77,6 +77,19 @@ def write_audit(
     return audit_version
 
 
+# Registered-model tag a rollback sets: automatic promotions leave the champion where the
+# rollback put it until a promotion lifts the hold (`release_hold`).
+HOLD_TAG = "champion_hold"
+
+
+class ChampionConfig(dg.Config):
+    release_hold: bool = Field(
+        default=False,
+        description="Promote a challenger that passed every gate even though a rollback holds "
+        "the champion, and lift the hold.",
+    )
+
+
 def require_champion(client: MlflowClient, spec: PipelineSpec, need: str) -> ModelVersion:
     """The current champion version, or a failure that says what `need`s it and how to get one
     (not retried: it stays missing until someone trains)."""
@@ -110,7 +123,10 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         automation_condition=follow_condition(),
     )
     def champion(
-        context: dg.AssetExecutionContext, lake: DeltaLake, mlflow_tracking: MlflowTracking
+        context: dg.AssetExecutionContext,
+        config: ChampionConfig,
+        lake: DeltaLake,
+        mlflow_tracking: MlflowTracking,
     ) -> dg.MaterializeResult:
         report = delta.scan(lake.table_uri(keys.report)).collect().row(0, named=True)
         challenger = str(report["challenger_version"])
@@ -132,6 +148,23 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             return dg.MaterializeResult(
                 metadata={"champion_version": int(challenger), "changed": False}
             )
+        hold = client.get_registered_model(model.name).tags.get(HOLD_TAG)
+        if hold and not config.release_hold:
+            context.log.warning(
+                f"{model.name}: version {challenger} passed every gate, but the champion is held "
+                f"at {hold}; materialize {keys.champion.to_user_string()} with config "
+                "release_hold: true to promote it"
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "champion_version": int(previous) if previous else 0,
+                    "changed": False,
+                    "held_by_rollback": hold,
+                    "challenger_version": int(challenger),
+                }
+            )
+        if hold:
+            client.delete_registered_model_tag(model.name, HOLD_TAG)
         client.set_registered_model_alias(model.name, CHAMPION, challenger)
         evidence = {
             "gates": verdicts,
@@ -169,11 +202,17 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 class RollbackConfig(dg.Config):
     version: int = Field(description="The earlier model version to make champion again.")
     reason: str = Field(description="Why: recorded in the audit trail.")
+    hold: bool = Field(
+        default=True,
+        description="Keep this version as champion until a promotion with release_hold: "
+        "retrains still register challengers, but do not replace it.",
+    )
 
 
 def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
     model = spec.model
     assert model is not None
+    keys = model_keys(spec)
 
     @dg.op(name=f"{spec.name}_{model.name}_rollback_op", tags={"kind": "mlflow"})
     def rollback(
@@ -193,20 +232,42 @@ def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
         if current and str(current.version) == target:
             raise dg.Failure(f"version {target} of {model.name} is already the champion")
         client.set_registered_model_alias(model.name, CHAMPION, target)
-        write_audit(
+        if config.hold:
+            hold = f"version {target} (rollback by run {context.run.run_id}: {config.reason})"
+            client.set_registered_model_tag(model.name, HOLD_TAG, hold)
+        elif HOLD_TAG in client.get_registered_model(model.name).tags:
+            client.delete_registered_model_tag(model.name, HOLD_TAG)
+        previous = str(current.version) if current else None
+        audit_version = write_audit(
             lake=lake,
             client=client,
             spec=spec,
             action="rollback",
-            from_version=str(current.version) if current else None,
+            from_version=previous,
             to_version=target,
             run_id=context.run.run_id,
             reason=config.reason,
-            evidence={"requested_version": target},
+            evidence={"requested_version": target, "hold": config.hold},
         )
+        # The champion asset's latest materialization is what the UI shows: without this it
+        # would still name the version rolled back from.
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=keys.champion,
+                metadata={
+                    "champion_version": int(target),
+                    "previous_champion_version": int(previous) if previous else 0,
+                    "changed": True,
+                    "action": "rollback",
+                    "held": config.hold,
+                    "audit_delta_version": audit_version,
+                },
+            )
+        )
+        held = ", held until a promotion with release_hold" if config.hold else ""
         context.log.info(
-            f"{model.name}: champion rolled back {current.version if current else 'none'} -> "
-            f"{target} ({config.reason})"
+            f"{model.name}: champion rolled back {previous or 'none'} -> {target} "
+            f"({config.reason}){held}"
         )
 
     @dg.job(

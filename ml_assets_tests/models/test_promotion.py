@@ -67,7 +67,7 @@ def test_a_better_challenger_replaces_the_champion_with_an_audit_record(deployme
     assert tags["gate.not_worse_than_champion"] == "passed"
 
 
-def test_rollback_moves_the_champion_back_and_is_audited(deployment):
+def test_rollback_moves_the_champion_back_is_audited_and_holds(deployment):
     assert deployment.train(params={"max_iter": 6, "max_depth": 2, "learning_rate": 0.1}).success
     assert deployment.train().success
     job = deployment.defs.resolve_job_def("fraud_fraud_detector_rollback")
@@ -83,6 +83,17 @@ def test_rollback_moves_the_champion_back_and_is_audited(deployment):
     assert (last["action"], last["from_version"], last["to_version"]) == ("rollback", 2, 1)
     assert last["reason"] == "alerts up after v2"
 
+    # The UI shows the champion asset's latest materialization: it names the rolled-back-to
+    # version, not the one rolled back from.
+    [shown] = [
+        e.materialization
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    ]
+    assert shown.asset_key == KEYS.champion
+    assert shown.metadata["champion_version"].value == 1
+    assert shown.metadata["action"].value == "rollback"
+
     unknown = job.execute_in_process(
         run_config={"ops": {op: {"config": {"version": 9, "reason": "typo"}}}},
         resources=deployment.resources,
@@ -90,6 +101,30 @@ def test_rollback_moves_the_champion_back_and_is_audited(deployment):
     )
     assert not unknown.success
     assert _champion(deployment) == 1
+
+    # The rollback holds: a retrain that passes every gate is registered, not promoted...
+    held = deployment.train()
+    assert held.success
+    [champion] = [
+        e.materialization
+        for e in held.get_asset_materialization_events()
+        if e.materialization.asset_key == KEYS.champion
+    ]
+    assert champion.metadata["changed"].value is False
+    assert champion.metadata["held_by_rollback"].value.startswith("version 1 (rollback by run")
+    assert _champion(deployment) == 1
+    # ...until a promotion lifts the hold.
+    released = deployment.materialize(
+        [KEYS.champion],
+        run_config={
+            "ops": {"fraud__models__fraud_detector_champion": {"config": {"release_hold": True}}}
+        },
+    )
+    assert released.success
+    assert _champion(deployment) == 3
+    assert _audit(deployment).row(-1, named=True)["action"] == "promote"
+    assert deployment.train().success  # and later retrains promote again
+    assert _champion(deployment) == 4
 
 
 LEAKY_FEATURES = """

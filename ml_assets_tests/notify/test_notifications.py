@@ -93,15 +93,16 @@ def downstream() -> None:
     return None
 
 
-def _champion(changed: bool, new: int, old: int) -> dg.AssetsDefinition:
+def _champion(changed: bool, new: int, old: int, **extra: str) -> dg.AssetsDefinition:
     @dg.asset(key=["fraud", "models", "fraud_detector_champion"])
     def champion() -> dg.MaterializeResult:
-        # Same metadata as ml_assets.pipeline.promotion's champion asset.
+        # Same metadata as ml_assets.pipeline.promotion's champion asset (and its rollback).
         return dg.MaterializeResult(
             metadata={
                 "champion_version": new,
                 "previous_champion_version": old,
                 "changed": changed,
+                **extra,
             }
         )
 
@@ -194,6 +195,15 @@ def test_the_first_champion_is_announced_as_such(receiver: Receiver) -> None:
         assert champion["ml_assets"]["previous_version"] is None
         assert "New champion: fraud_detector v1 (first champion)" in champion["text"]
         assert "none" not in champion["text"]
+
+
+def test_a_rollback_is_announced_as_such(receiver: Receiver) -> None:
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([_champion(True, 1, 2, action="rollback")], instance=instance).success
+        _tick(instance, receiver.url)
+
+        [champion] = receiver.payloads
+        assert "Champion rolled back: fraud_detector v2 → v1" in champion["text"]
 
 
 def test_nothing_sent_without_a_url(receiver: Receiver) -> None:
