@@ -128,6 +128,11 @@ def read_file(path: Path, source: SourceSpec) -> pl.DataFrame:
         raise UnusableFile(path, f"cannot open: {error.strerror or error}") from None
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
+            if source.format == "json":
+                # Newline-delimited JSON has no header: a day without events is an empty file.
+                return pl.DataFrame(schema={name: pl.String() for name in source.columns})
+            # A CSV says "no rows" with its header, Parquet with its schema: an empty file is
+            # more likely a failed transfer.
             raise UnusableFile(path, "file is empty (0 bytes)")
         try:
             if source.format == "csv":

@@ -24,6 +24,7 @@ from ml_assets.ingest.ingest import (
     IngestError,
     IngestResult,
     ingest_day,
+    output_schema,
 )
 from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.keys import quarantine_key, raw_key
@@ -691,6 +692,18 @@ def test_json_wrongly_typed_values_are_quarantined_one_by_one(tmp_path: Path) ->
         ("2026-01-05.json", 4): 'unparseable value: column amount is not a float: {"eur": 1}',
     }
     assert result.ignored_columns == {"2026-01-05.json": ["extra"]}
+
+
+def test_an_empty_json_file_is_a_day_without_events(tmp_path: Path) -> None:
+    """Newline-delimited JSON has no header, so a feed writes a quiet day as 0 bytes. (For CSV
+    the header says "no rows", and a 0-byte file fails: see above.)"""
+    folder = tmp_path / "landing"
+    _write(folder, "2026-01-05.json", "")
+
+    result = _ingest(_spec(tmp_path, fmt="json").sources["sales"], folder)
+
+    assert result.rows.height == 0 and result.quarantine.height == 0
+    assert result.rows.schema == output_schema(_spec(tmp_path, fmt="json").sources["sales"])
 
 
 def test_json_that_is_not_one_object_per_line_fails_naming_the_file(tmp_path: Path) -> None:
