@@ -26,13 +26,29 @@ def _check_line(check: dg.AssetCheckEvaluation) -> str:
     # A WARN check's failure blocks nothing downstream: it must not read like one that does.
     verdict = "warning" if check.severity == dg.AssetCheckSeverity.WARN else "FAILED"
     details = {key: value.value for key, value in check.metadata.items()}
-    where = (
-        f" ({details['failed_days']} of {details['days']} days failed)"
-        if "failed_days" in details
-        else ""
-    )
-    summary = details.get("summary", "")
+    where = ""
+    if "failed_days" in details:  # a quality rule over a range: which days
+        days = sorted(details.get("failing", {}))
+        shown = ", ".join(days[:SHOWN_DAYS]) + (", ..." if len(days) > SHOWN_DAYS else "")
+        where = f" ({details['failed_days']} of {details['days']} days failed: {shown})"
+    summary = details.get("summary") or _gate_summary(details)
     return f"  check {name}: {verdict}{where} {summary}".rstrip()
+
+
+# Failing days listed by name in a check's line; the check's metadata in the UI has them all.
+SHOWN_DAYS = 5
+
+
+def _gate_summary(details: dict) -> str:
+    """A model gate's findings (see ml_assets.pipeline.validation.gate_verdicts): the metrics
+    short of their floor, worse than the champion's, or the leaky features."""
+    found = [
+        f"{name}: {value}"
+        for key in ("failing", "worse", "leaky_features")
+        if isinstance(details.get(key), dict)
+        for name, value in details[key].items()
+    ]
+    return "; ".join(found)
 
 
 def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:

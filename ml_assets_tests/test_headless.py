@@ -17,7 +17,12 @@ from ml_assets.settings import load_settings
 from ml_assets_tests.conftest import DEMO_START
 
 KEY = dg.AssetKey(["fraud", "raw", "customers"])
-RANGE_METADATA = {"failed_days": 2, "days": 30, "summary": "credit_limit null rate 33.3% > 20.0%"}
+RANGE_METADATA = {
+    "failed_days": 2,
+    "days": 30,
+    "failing": {"2026-01-07": "credit_limit null rate 25.0% > 20.0%", "2026-01-05": "..."},
+    "summary": "credit_limit null rate 33.3% > 20.0%",
+}
 
 
 def _evaluation(severity: dg.AssetCheckSeverity) -> dg.AssetCheckEvaluation:
@@ -26,20 +31,42 @@ def _evaluation(severity: dg.AssetCheckSeverity) -> dg.AssetCheckEvaluation:
         check_name="null_rate",
         passed=False,
         severity=severity,
-        metadata=RANGE_METADATA,
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, dict) else v
+            for k, v in RANGE_METADATA.items()
+        },
     )
 
 
 def test_a_failed_error_check_says_failed_with_its_days_and_summary() -> None:
     assert _check_line(_evaluation(dg.AssetCheckSeverity.ERROR)) == (
-        "  check fraud/raw/customers null_rate: FAILED (2 of 30 days failed) "
-        "credit_limit null rate 33.3% > 20.0%"
+        "  check fraud/raw/customers null_rate: FAILED (2 of 30 days failed: 2026-01-05, "
+        "2026-01-07) credit_limit null rate 33.3% > 20.0%"
+    )
+
+
+def test_a_failed_gate_says_which_metric_and_by_how_much() -> None:
+    """A gate's metadata has no summary: its findings are in `failing`/`worse`/..."""
+    report = dg.AssetKey(["fraud", "reports", "fraud_detector_validation"])
+    gate = dg.AssetCheckEvaluation(
+        asset_key=report,
+        check_name="meets_minimum_metrics",
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "failing": dg.MetadataValue.json({"roc_auc": "0.6012 vs 0.7"}),
+            "thresholds": dg.MetadataValue.json({"roc_auc": 0.7}),
+        },
+    )
+    assert _check_line(gate) == (
+        "  check fraud/reports/fraud_detector_validation meets_minimum_metrics: FAILED "
+        "roc_auc: 0.6012 vs 0.7"
     )
 
 
 def test_a_failed_warn_check_reads_as_a_warning_not_a_failure() -> None:
     line = _check_line(_evaluation(dg.AssetCheckSeverity.WARN))
-    assert line.startswith("  check fraud/raw/customers null_rate: warning (2 of 30 days failed)")
+    assert line.startswith("  check fraud/raw/customers null_rate: warning (2 of 30 days failed:")
     assert "FAILED" not in line
 
 

@@ -223,13 +223,21 @@ def _compare(metric: str, value: float, bound: float) -> bool:
     return value >= bound if higher_is_better(metric) else value <= bound
 
 
+# Why a holdout metric is NaN (see ml_assets.ml.evaluate): said in the gate's verdict.
+UNDEFINED_METRIC = "the holdout has no rows, only one class, or one target value"
+
+
 def gate_verdicts(model: ModelSpec, report: dict) -> dict[str, tuple[bool, dict]]:
     """(passed, metadata) per gate, from one row of the validation report."""
     minimums = {
         metric: (report.get(f"challenger_{metric}", np.nan), floor)
         for metric, floor in model.gates.min_metrics.items()
     }
-    short = {m: f"{v:.4f} vs {b}" for m, (v, b) in minimums.items() if not _compare(m, v, b)}
+    short = {
+        m: f"{v:.4f} vs {b}" if not math.isnan(v) else f"undefined vs {b}: {UNDEFINED_METRIC}"
+        for m, (v, b) in minimums.items()
+        if not _compare(m, v, b)
+    }
     verdicts = {
         "meets_minimum_metrics": (
             not short,

@@ -1,5 +1,6 @@
 """Gates, promotion and rollback: a worse or leaky model never becomes champion."""
 
+import math
 import textwrap
 
 import dagster as dg
@@ -8,9 +9,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ml_assets.definitions import build_definitions
+from ml_assets.pipeline.validation import gate_verdicts
 from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
 from ml_assets.tracking.registry import CHAMPION
-from ml_assets_tests.models.conftest import KEYS, Deployment
+from ml_assets_tests.models.conftest import KEYS, SPEC, Deployment
 
 
 def _champion(deployment) -> int:
@@ -174,3 +176,13 @@ def test_a_leaky_feature_is_caught_by_name(demo_home, empty_mlflow_store, tmp_pa
         e.materialization.asset_key == KEYS.champion
         for e in result.get_asset_materialization_events()
     )
+
+
+def test_an_undefined_holdout_metric_fails_its_floor_saying_why():
+    """A holdout with one class has no ROC AUC: the gate said `nan vs 0.7`."""
+    report = {"challenger_roc_auc": math.nan, "challenger_pr_auc": 0.5, "leak_suspects": "[]"}
+    passed, metadata = gate_verdicts(SPEC.model, report)["meets_minimum_metrics"]
+    assert not passed
+    assert metadata["failing"] == {
+        "roc_auc": "undefined vs 0.7: the holdout has no rows, only one class, or one target value"
+    }
