@@ -52,7 +52,20 @@ def run_feature_function(
     result = function(**lazy, **params)
     name = name or getattr(function, "__qualname__", repr(function))
     if not isinstance(result, nw.LazyFrame | nw.DataFrame):
-        raise dg.Failure(f"{name} must return a narwhals frame, got {type(result).__name__}")
-    if PARTITION_COLUMN not in result.collect_schema().names():
+        kind = type(result)
+        raise dg.Failure(
+            f"{name} must return a narwhals frame, got {kind.__module__}.{kind.__qualname__}: "
+            "return the narwhals frame the function was given (or nw.from_native(...) of a "
+            "native one)"
+        )
+    schema = result.collect_schema()
+    if PARTITION_COLUMN not in schema.names():
         raise dg.Failure(f"{name} must return the {PARTITION_COLUMN!r} column of each row")
+    # A bare `nw.lit(None)` has no type (Polars' Null): no Delta or Parquet column can hold it.
+    untyped = [column for column, dtype in schema.items() if dtype == nw.Unknown]
+    if untyped:
+        raise dg.Failure(
+            f"{name} returns column(s) {untyped} without a type (e.g. nw.lit(None)): give them "
+            "one, e.g. nw.lit(None).cast(nw.Float64())"
+        )
     return nw.to_native(result.filter(nw.col(PARTITION_COLUMN).is_between(first_day, last_day)))

@@ -178,9 +178,11 @@ def fit(
     if task == "classification":
         classes = np.unique(y)
         if len(classes) != 2:
+            # The column's own values (False, "no"), not their numeric codes.
+            found = train.get_column(target).unique().sort().to_list()[:10]
             raise ValueError(
                 f"binary classification needs exactly 2 classes in {target!r}, "
-                f"found {classes.tolist()[:10]} in {train.height} training rows"
+                f"found {found} in {train.height} training rows"
             )
     x = to_pandas_features(train, numeric, categorical)
     started = time.perf_counter()

@@ -152,9 +152,12 @@ class SourceSpec(_Model):
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceSpec:
-        for column in [self.event_time, *self.primary_key]:
+        keys = [("event_time", self.event_time), *(("primary_key", c) for c in self.primary_key)]
+        for field, column in keys:
             if column not in self.columns:
-                raise ValueError(f"column {column!r} is used as a key but not declared in columns")
+                raise ValueError(
+                    f"{field} names column {column!r}, which is not declared in columns"
+                )
         if self.columns[self.event_time].type not in ("date", "datetime"):
             raise ValueError(f"event_time column {self.event_time!r} must be a date or datetime")
         unknown = sorted(set(self.quality.columns) - set(self.columns))

@@ -44,6 +44,24 @@ def test_a_result_without_the_partition_column_fails_the_run():
         )
 
 
+def test_a_native_frame_instead_of_a_narwhals_one_is_named_with_its_module():
+    with pytest.raises(dg.Failure, match=r"got polars\.lazyframe\.frame\.LazyFrame: return"):
+        run_feature_function(
+            lambda events: nw.to_native(events), {"events": events().lazy()}, {}, *DAYS[:2]
+        )
+
+
+def test_a_column_without_a_type_fails_naming_it():
+    """It used to fail at the write, in Arrow: `C Data interface error: The datatype "Null"`."""
+    with pytest.raises(dg.Failure, match=r"column\(s\) \['flag'\] without a type"):
+        run_feature_function(
+            lambda events: events.with_columns(nw.lit(None).alias("flag")),
+            {"events": events().lazy()},
+            {},
+            *DAYS[:2],
+        )
+
+
 @pytest.mark.spark
 def test_spark_inputs_give_a_spark_frame_with_the_same_rows(spark):
     native = spark.createDataFrame(events().to_arrow())

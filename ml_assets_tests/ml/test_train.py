@@ -122,8 +122,12 @@ def test_demo_model_learns_the_fraud_signal(split, demo_model):
 
 
 def test_single_class_training_data_is_refused(features, columns):
-    with pytest.raises(ValueError, match="exactly 2 classes"):
+    with pytest.raises(ValueError, match=r"exactly 2 classes in 'is_fraud', found \[0\]"):
         _fit(features.filter(pl.col(TARGET) == 0), columns)
+    # A yes/no target is reported with its own values, not their numeric codes.
+    no_fraud = features.filter(pl.col(TARGET) == 0).with_columns(pl.col(TARGET).cast(pl.Boolean))
+    with pytest.raises(ValueError, match=r"found \[False\]"):
+        _fit(no_fraud, columns)
 
 
 def test_regression_task(features, columns):

@@ -40,6 +40,10 @@ def test_short_column_form_is_accepted(tmp_path):
         (("total: float", "total: decimal"), "sources.orders.columns.total.type"),
         (("name: shop", "name: Shop Data"), "name"),
         (("event_time: ordered_at", "event_time: total"), "must be a date or datetime"),
+        (
+            ("event_time: ordered_at", "event_time: ordered_ad"),
+            "event_time names column 'ordered_ad', which is not declared in columns",
+        ),
         (("    columns:", "    colums:"), "colums"),
     ],
 )
