@@ -13,12 +13,11 @@ $(STAMP): pyproject.toml setup.py
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## Set up, write 30 days of demo data if there is none, start the UI + sensors on 127.0.0.1:3000
-## (another port: `make run PORT=3001`).
+## Set up, write 30 days of demo data if the demo pipeline has none, start the UI + sensors
+## on 127.0.0.1:3000 (another port: `make run PORT=3001`).
 PORT ?= 3000
 run: $(STAMP)
-	test -d .ml_assets/landing/fraud/transactions || $(BIN)/ml-assets demo-data --days 30
-	$(BIN)/ml-assets dev --port $(PORT)
+	$(BIN)/ml-assets dev --port $(PORT) --demo-days 30
 
 ## The same graph once, without the UI (scripts, CI): prints where the tables are.
 headless: $(STAMP)

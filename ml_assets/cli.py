@@ -18,6 +18,7 @@ from ml_assets.settings import Settings, SettingsError, load_settings, project_r
 
 # The bundled demo pipeline's name: `demo-data` writes its landing files.
 DEMO_PIPELINE = "fraud"
+DEMO_ROWS_PER_DAY = 5000
 
 
 def _date(text: str) -> dt.date:
@@ -64,29 +65,41 @@ def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from ml_assets.headless import materialize_all
+def demo_data_if_missing(settings: Settings, days: int, rows_per_day: int) -> bool:
+    """Write `days` of demo data when the demo pipeline is loaded and has no landing files yet.
+
+    Only for the demo pipeline (or a tweaked copy of its spec, same name): a user's own
+    pipelines bring their own files. Returns whether it wrote any.
+    """
     from ml_assets.pipeline.spec import load_spec
 
-    prepare_dagster_home(settings)
-    # Demo files only for the demo pipeline (or a tweaked copy of its spec, same name): a user's
-    # own pipelines bring their own files.
     demo_loaded = any(load_spec(path).name == DEMO_PIPELINE for path in settings.pipeline_specs)
-    if args.demo_days and demo_loaded:
-        landing = settings.landing_root / DEMO_PIPELINE
-        if not (landing / "transactions").exists():
-            cmd_demo_data(
-                argparse.Namespace(
-                    out=None,
-                    start=None,
-                    days=args.demo_days,
-                    rows_per_day=args.rows_per_day,
-                    seed=42,
-                    drift_from=None,
-                    format="csv",
-                ),
-                settings,
-            )
+    if (
+        not days
+        or not demo_loaded
+        or (settings.landing_root / DEMO_PIPELINE / "transactions").exists()
+    ):
+        return False
+    cmd_demo_data(
+        argparse.Namespace(
+            out=None,
+            start=None,
+            days=days,
+            rows_per_day=rows_per_day,
+            seed=42,
+            drift_from=None,
+            format="csv",
+        ),
+        settings,
+    )
+    return True
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ml_assets.headless import materialize_all
+
+    prepare_dagster_home(settings)
+    demo_data_if_missing(settings, args.demo_days, args.rows_per_day)
     return materialize_all(settings)
 
 
@@ -110,6 +123,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    demo_data_if_missing(settings, args.demo_days, DEMO_ROWS_PER_DAY)
     prepare_dagster_home(settings)
     # `dagster dev` started in the background from a script inherits an ignored SIGINT and
     # then cannot be stopped with Ctrl-C or `kill -INT`; restore the default first.
@@ -205,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="write demo landing files (transactions, customers)")
     demo.add_argument("--days", type=int, default=30, help="number of days (default 30)")
-    demo.add_argument("--rows-per-day", type=int, default=5000, help="transactions per day")
+    demo.add_argument(
+        "--rows-per-day", type=int, default=DEMO_ROWS_PER_DAY, help="transactions per day"
+    )
     demo.add_argument("--seed", type=int, default=42, help="random seed (same seed, same files)")
     demo.add_argument("--start", type=_date, help="first day (default: DAYS days ago)")
     demo.add_argument("--drift-from", type=_date, help="inject distribution drift from this day")
@@ -221,12 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the demo pipeline is loaded and has no landing files, write this many days "
         "of demo data first (0: don't)",
     )
-    run.add_argument("--rows-per-day", type=int, default=5000)
+    run.add_argument("--rows-per-day", type=int, default=DEMO_ROWS_PER_DAY)
     run.set_defaults(func=cmd_run)
 
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the project's instance")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument(
+        "--demo-days",
+        type=int,
+        default=0,
+        help="when the demo pipeline is loaded and has no landing files, write this many days "
+        "of demo data first (default 0: don't; `make run` asks for 30)",
+    )
     dev.set_defaults(func=cmd_dev)
 
     serve = sub.add_parser("serve", help="serve a registered model as a REST endpoint")

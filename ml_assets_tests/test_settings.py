@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ml_assets.cli import demo_data_if_missing
 from ml_assets.settings import DEMO_PIPELINE_SPEC, SettingsError, load_settings
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def test_local_default_keeps_everything_under_the_project_home(tmp_path):
@@ -69,3 +72,25 @@ def test_the_cli_reports_a_configuration_mistake_in_one_line(tmp_path, pipelines
     assert ran.returncode == 2
     assert message in ran.stderr
     assert "Traceback" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_demo_data_is_written_only_for_the_demo_pipeline_and_only_once(tmp_path):
+    """`make run` asks for demo data: a user running only their own pipeline gets none (it
+    wrote 150,000 fraud rows into their landing root), and existing files are never rewritten
+    (the sensor would ingest them all again)."""
+    own = load_settings(
+        {
+            "ML_ASSETS_HOME": str(tmp_path / "own"),
+            "ML_ASSETS_PIPELINES": str(PROJECT / "examples" / "loans" / "pipeline.yaml"),
+        }
+    )
+    assert not demo_data_if_missing(own, days=2, rows_per_day=10)
+    assert not (own.landing_root / "fraud").exists()
+
+    demo = load_settings({"ML_ASSETS_HOME": str(tmp_path / "demo")})
+    assert demo_data_if_missing(demo, days=2, rows_per_day=10)
+    written = sorted((demo.landing_root / "fraud" / "transactions").iterdir())
+    assert len(written) == 2
+    changed = [path.stat().st_ctime_ns for path in written]
+    assert not demo_data_if_missing(demo, days=2, rows_per_day=10)
+    assert [path.stat().st_ctime_ns for path in written] == changed
