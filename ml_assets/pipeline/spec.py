@@ -211,10 +211,13 @@ class FeatureSpec(_Model):
 
 class WindowSpec(_Model):
     """Training window: `train_days` of feature partitions, then the newest `holdout_days`
-    held out for validation (a time split, never random)."""
+    held out for validation (a time split, never random), with `gap_days` left out between
+    them: for a label that looks ahead (`failed_within_48h`), the last training days' labels
+    would otherwise see into the holdout."""
 
     train_days: int = Field(default=21, ge=1)
     holdout_days: int = Field(default=7, ge=1)
+    gap_days: int = Field(default=0, ge=0)
 
 
 class SearchSpec(_Model):

@@ -114,7 +114,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         group_name="models",
         description=(model.description or f"Model {model.name}")
         + f"\n\nTrained on `{features.to_user_string()}` ({model.window.train_days} days, then "
-        f"the newest {model.window.holdout_days} held out), registered in MLflow as "
+        + (f"{model.window.gap_days} left out, then " if model.window.gap_days else "")
+        + f"the newest {model.window.holdout_days} held out), registered in MLflow as "
         f"`{model.name}` with the alias `{CHALLENGER}`.",
         kinds={"sklearn", "mlflow"},
         owners=spec.owners,
@@ -144,7 +145,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         uri = lake.table_uri(features)
         table_version = DeltaTable(uri).version()
         as_of = dt.date.fromisoformat(config.as_of) if config.as_of else newest_partition(uri)
-        first = as_of - dt.timedelta(days=train_days + holdout_days - 1)
+        gap_days = model.window.gap_days
+        first = as_of - dt.timedelta(days=train_days + gap_days + holdout_days - 1)
         # Only the window is read: the filter on the partition column prunes files.
         frame = (
             pl.scan_delta(uri, version=table_version)
@@ -163,6 +165,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 date_column=PARTITION_COLUMN,
                 train_days=train_days,
                 holdout_days=holdout_days,
+                gap_days=gap_days,
                 as_of=as_of,
             )
         except ValueError as error:

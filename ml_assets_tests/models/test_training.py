@@ -1,5 +1,7 @@
 """Training, tracking and the registry: reproducible, fully tracked, never left RUNNING."""
 
+import datetime as dt
+
 import dagster as dg
 import mlflow
 import polars as pl
@@ -157,19 +159,43 @@ def test_training_run_logs_its_compute_time_and_estimated_cost_as_mlflow_metrics
     assert metadata["cost_basis"].startswith("local: 3600.000 USD/CPU-h")
 
 
+def _with_model(deployment: Deployment, tmp_path, **model) -> Deployment:
+    """The same deployment (lake, MLflow store) with the demo spec's model section changed."""
+    spec = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
+    spec["model"].update(model)
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"ML_ASSETS_HOME": str(deployment.settings.home), "ML_ASSETS_PIPELINES": str(path)}
+    settings = load_settings(env)
+    return Deployment(settings, build_definitions(settings))
+
+
+def test_gap_days_leave_days_out_between_training_and_holdout(deployment, tmp_path):
+    gapped = _with_model(
+        deployment, tmp_path, window={"train_days": 10, "holdout_days": 5, "gap_days": 2}
+    )
+    result = gapped.train()
+    assert result.success
+    run_id = _materialization(result, KEYS.candidate).metadata["mlflow_run_id"].value
+    params = _client(gapped).get_run(run_id).data.params
+
+    day = dt.timedelta(days=1)
+    assert params["window.holdout_start"] == (LAST_DAY - 4 * day).isoformat()
+    assert params["window.train_end"] == (LAST_DAY - 7 * day).isoformat()  # 2 days left out
+    assert params["window.train_start"] == (LAST_DAY - 16 * day).isoformat()
+
+
 def test_model_columns_missing_from_the_feature_table_fail_training_and_register_nothing(
     deployment, tmp_path
 ):
     """A misspelt `exclude` used to train on the column it meant to leave out (event_id) and
     fail only when scoring; a misspelt slice column failed after the model was registered."""
-    spec = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
-    spec["model"]["exclude"] = ["event_idd", "customer_id", "event_ts"]
-    spec["model"]["slice_column"] = "chanel"
-    path = tmp_path / "fraud.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    env = {"ML_ASSETS_HOME": str(deployment.settings.home), "ML_ASSETS_PIPELINES": str(path)}
-    settings = load_settings(env)
-    misspelt = Deployment(settings, build_definitions(settings))
+    misspelt = _with_model(
+        deployment,
+        tmp_path,
+        exclude=["event_idd", "customer_id", "event_ts"],
+        slice_column="chanel",
+    )
 
     result = misspelt.train()
 
