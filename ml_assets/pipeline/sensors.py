@@ -436,29 +436,35 @@ def build_landing_sensor(
                 continue
             ingested = outcome.ingested
             # A range run failed on some days' files: its other days again, without them.
-            for selection, first, last in plan_ingestion(spec, outcome.retry):
+            retries = plan_ingestion(spec, outcome.retry)
+            for selection, first, last in retries:
                 run_key = f"{'+'.join(k.path[-1] for k in selection)}:{first}:{last}:retry:"
                 run_key += entry.run_key
                 requests.append(_request(selection, first, last, run_key))
                 run_days = _days_of_run(spec, outcome.retry, selection, first, last)
                 waiting.append(PendingIngestion(run_key, now_ns, run_days, entry.tick_days))
+            if retries:
                 context.log.warning(
                     f"run key {entry.run_key} failed on the files of "
                     + "; ".join(
                         f"{source} {describe_days(set(entry.days[source]) - days)}"
                         for source, days in outcome.retry.items()
                     )
-                    + f": ingesting its other days again, {first}..{last}"
+                    + ": ingesting its other days again, "
+                    + ", ".join(f"{first}..{last}" for _, first, last in retries)
                 )
-            failed = {s: set(days) - ingested[s] for s, days in entry.days.items()}
-            for source, days in failed.items():
-                if days:
-                    context.log.warning(
-                        f"{source} {describe_days(days)} not ingested, or failed a quality "
-                        f"gate (run key {entry.run_key}): the later days that look back on "
-                        "them are not rebuilt"
-                    )
             assert newest is not None  # a pending entry comes from a tick that saw files
+            # Said only where later days were waiting for a rebuild, and not of the days
+            # requested again just above.
+            if plan_rebuilds(spec, entry.days, entry.tick_days, newest, built=None):
+                for source, days in entry.days.items():
+                    failed = set(days) - ingested[source] - outcome.retry.get(source, set())
+                    if failed:
+                        context.log.warning(
+                            f"{source} {describe_days(failed)} not ingested, or failed a "
+                            f"quality gate (run key {entry.run_key}): the later days that look "
+                            "back on them are not rebuilt"
+                        )
             for selection, first, last in plan_rebuilds(
                 spec,
                 ingested,

@@ -638,9 +638,11 @@ def test_a_range_run_failing_on_one_days_file_is_followed_by_its_other_days(
         ((_day(4), _day(5)), [RAW_TX, FEATURES]),
     ]
     logged = capsys.readouterr().err + caplog.text
-    assert "failed on the files of transactions 2026-01-03: ingesting its other days again" in (
-        logged
+    assert (
+        "failed on the files of transactions 2026-01-03: ingesting its other days again, "
+        "2026-01-01..2026-01-02, 2026-01-04..2026-01-05" in logged
     )
+    assert "not rebuilt" not in logged  # no later day was waiting for this run
     assert all(run(request) for request in retries.run_requests)
     lake = DeltaLake(root=settings.lake_root)
     built = pl.read_delta(lake.table_uri(feature_key(spec, "transaction_features")))
