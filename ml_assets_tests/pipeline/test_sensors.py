@@ -320,19 +320,35 @@ def test_a_rewritten_file_is_requested_again(
     assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [FEATURES])]
 
 
+def _late_file_for_day_2(landing: Landing, instance: dg.DagsterInstance):
+    """Twelve days ingested and built, then a late file for day 2: the tick that sees it."""
+    landing.add_days(*JAN[:12])
+    landing.tick(instance)
+    landing.record_ingestion(instance, *JAN[:12])
+    landing.record_features(instance, *JAN[:12])
+    landing.add_days(_day(2), tag="_late")
+    return landing.tick(instance)
+
+
+def _fail_as(asset: dg.AssetsDefinition, request: dg.RunRequest, instance) -> None:
+    """The run the daemon launches for `request`, done by `asset`, which fails it."""
+    failed = dg.materialize(
+        [asset],
+        instance=instance,
+        partition_key=request.partition_key,
+        tags={"dagster/run_key": request.run_key},
+        raise_on_error=False,
+    )
+    assert not failed.success
+
+
 def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on_it(
     transactions: Landing,
     instance: dg.DagsterInstance,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    transactions.add_days(*JAN[:12])
-    transactions.tick(instance)
-    transactions.record_ingestion(instance, *JAN[:12])
-    transactions.record_features(instance, *JAN[:12])
-
-    transactions.add_days(_day(2), tag="_late")
-    ingest = transactions.tick(instance)
+    ingest = _late_file_for_day_2(transactions, instance)
     assert _summary(ingest) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
     # The later days wait for day 2's ingestion.
     waiting = transactions.tick(instance)
@@ -356,13 +372,7 @@ def test_a_late_file_that_fails_to_ingest_rebuilds_no_later_day(
 ) -> None:
     """A failed ingestion leaves the raw day as it was: rebuilding the days after it would
     recompute the same features and count them as new training data."""
-    transactions.add_days(*JAN[:12])
-    transactions.tick(instance)
-    transactions.record_ingestion(instance, *JAN[:12])
-    transactions.record_features(instance, *JAN[:12])
-
-    transactions.add_days(_day(2), tag="_late")
-    [request] = transactions.tick(instance).run_requests
+    [request] = _late_file_for_day_2(transactions, instance).run_requests
 
     # The run the daemon launches for the request fails before day 2 is materialized.
     @dg.asset(
@@ -371,14 +381,7 @@ def test_a_late_file_that_fails_to_ingest_rebuilds_no_later_day(
     def unreadable_file() -> None:
         raise ValueError("2026-01-02_late.csv: cannot read as csv")
 
-    failed = dg.materialize(
-        [unreadable_file],
-        instance=instance,
-        partition_key=request.partition_key,
-        tags={"dagster/run_key": request.run_key},
-        raise_on_error=False,
-    )
-    assert not failed.success
+    _fail_as(unreadable_file, request, instance)
 
     result = transactions.tick(instance)
     assert result.run_requests == []
@@ -393,13 +396,7 @@ def test_a_late_file_that_fails_a_quality_gate_after_its_write_rebuilds_no_later
 ) -> None:
     """The raw day is materialized, then a blocking check of the same run fails: the later
     days must not be rebuilt from data that failed its gate."""
-    transactions.add_days(*JAN[:12])
-    transactions.tick(instance)
-    transactions.record_ingestion(instance, *JAN[:12])
-    transactions.record_features(instance, *JAN[:12])
-
-    transactions.add_days(_day(2), tag="_late")
-    [request] = transactions.tick(instance).run_requests
+    [request] = _late_file_for_day_2(transactions, instance).run_requests
 
     @dg.asset(
         key=dg.AssetKey.from_user_string(RAW_TX),
@@ -414,14 +411,7 @@ def test_a_late_file_that_fails_a_quality_gate_after_its_write_rebuilds_no_later
         yield dg.Output(None)
         yield dg.AssetCheckResult(check_name="not_empty", passed=False)
 
-    failed = dg.materialize(
-        [emptied_day],
-        instance=instance,
-        partition_key=request.partition_key,
-        tags={"dagster/run_key": request.run_key},
-        raise_on_error=False,
-    )
-    assert not failed.success
+    _fail_as(emptied_day, request, instance)
     assert instance.get_materialized_partitions(dg.AssetKey.from_user_string(RAW_TX)) >= {
         _day(2).isoformat()
     }
