@@ -61,9 +61,11 @@ def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
 def _report(
     result: dg.ExecuteInProcessResult, label: str, one_day: bool, champion_key: dg.AssetKey | None
 ) -> None:
-    """The run's verdict, its failed steps, one line per check and the champion it left."""
+    """The run's verdict, its failed steps, one line per check, the rows a raw table
+    quarantined and the champion it left."""
     verdict = "succeeded" if result.success else "FAILED"
     print(f"{label} {verdict} (run {result.run_id})")
+    quarantine_reported: set[dg.AssetKey] = set()
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
@@ -76,6 +78,18 @@ def _report(
             # A range run also records each day's verdict; the range's line sums them up.
             if check.partition is None or one_day:
                 print(_check_line(check))
+        elif event.is_step_materialization and "quarantined_rows" in (
+            metadata := event.materialization.metadata
+        ):
+            # A range run repeats the step's metadata on every day's materialization: once.
+            if metadata["quarantined_rows"].value and event.asset_key not in quarantine_reported:
+                quarantine_reported.add(event.asset_key)
+                print(
+                    f"  {event.asset_key.to_user_string()}: "
+                    f"{metadata['quarantined_rows'].value} row(s) quarantined "
+                    f"{metadata['quarantine_reasons'].value}, see "
+                    f"{metadata['quarantine_uri'].value}"
+                )
         elif event.is_step_materialization and event.asset_key == champion_key:
             metadata = event.materialization.metadata
             change = "new" if metadata["changed"].value else "unchanged"

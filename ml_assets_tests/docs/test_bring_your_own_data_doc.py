@@ -46,6 +46,8 @@ def test_the_worked_example_goes_from_csv_files_to_a_champion(tmp_path):
         assert f"{run}: 2026-09-01 .. 2026-10-12 succeeded" in out, out
     assert "loans_train: succeeded" in out, out
     assert "champion of loan_default: version 1 (new)" in out, out
+    quarantined = "loans/raw/applications: 1 row(s) quarantined {'unparseable value': 1}, see "
+    assert out.count(quarantined) == 1, out  # once for the range, not once per day
     # One line per check for the 42-day range (not one per day too), and no step-by-step log.
     assert out.count("check loans/raw/applications values: passed") == 1, out
     assert " - DEBUG - " not in ran.stderr, ran.stderr[-3000:]
