@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +21,7 @@ from ml_assets.pipeline.automation import latest_materializations
 from ml_assets.pipeline.keys import (
     FAILED_PARTITIONS,
     contiguous_ranges,
+    daily_partitions,
     describe_days,
     feature_key,
     raw_key,
@@ -38,6 +39,9 @@ class Cursor:
     # Names already handled whose ctime equals `changed_ns` (ties at the cursor position).
     names_at: tuple[str, ...] = ()
     newest_day: dt.date | None = None
+    # Days of files that landed before their daily partition existed (today's, a future
+    # day's): requested once it does. Kept here because the cursor has moved past the files.
+    early_days: tuple[dt.date, ...] = ()
 
     @classmethod
     def parse(cls, raw: str | None) -> "Cursor":
@@ -49,6 +53,7 @@ class Cursor:
             data["changed_ns"],
             tuple(data.get("names_at", ())),
             dt.date.fromisoformat(newest) if newest else None,
+            tuple(dt.date.fromisoformat(day) for day in data.get("early_days", ())),
         )
 
     def dump(self) -> str:
@@ -57,6 +62,7 @@ class Cursor:
                 "changed_ns": self.changed_ns,
                 "names_at": list(self.names_at),
                 "newest_day": self.newest_day.isoformat() if self.newest_day else None,
+                "early_days": [day.isoformat() for day in self.early_days],
             }
         )
 
@@ -69,12 +75,12 @@ class Cursor:
         """Move past the handled (ctime, name) entries; remember the newest day seen."""
         newest = max([*days, *([self.newest_day] if self.newest_day else [])], default=None)
         if not handled:
-            return Cursor(self.changed_ns, self.names_at, newest)
+            return Cursor(self.changed_ns, self.names_at, newest, self.early_days)
         top = max(changed for changed, _ in handled)
         names = {name for changed, name in handled if changed == top}
         if top == self.changed_ns:
             names |= set(self.names_at)
-        return Cursor(top, tuple(sorted(names)), newest)
+        return Cursor(top, tuple(sorted(names)), newest, self.early_days)
 
 
 def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
@@ -119,10 +125,13 @@ def scan_source(
     `ingested_at` skips files whose day was ingested after they last changed: they are already
     in the lake (ingested by `ml-assets run`, by a run whose range covered the day, or by an
     instance whose sensor state was reset), so the cursor moves past them without requesting
-    their days again.
+    their days again. A file for a day whose daily partition does not exist yet (today, UTC,
+    or later) is requested once it does; one for a day before the pipeline's `start_date` is
+    reported and never ingested.
     """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
+    first_day, last_day = _partition_bounds(spec)
     # Only files the cursor has not passed: a tick does not grow with the files already seen.
     new, problems = scan_landing(folder, source.file_suffixes, is_new=cursor.is_new)
     min_age_ns = int(source.min_file_age_seconds * 1e9)
@@ -132,19 +141,38 @@ def scan_source(
     horizon = min(young, default=now_ns + 1)
     ready = [f for f in new if f.changed_ns < horizon]
     bad = [p for p in problems if p.changed_ns < horizon]
-    fresh = ready
-    if ingested_at is not None and ready:
-        latest = ingested_at({f.day for f in ready})
-        fresh = [f for f in ready if max(f.changed_ns, f.modified_ns) >= latest.get(f.day, -1)]
-    days = {f.day for f in fresh}
+    messages = [f"{folder}: not ingested: {p.message}" for p in bad]
+    messages += [
+        f"{folder}: not ingested: {f.path.name!r} is for {f.day}, before the pipeline's "
+        f"start_date {first_day}"
+        for f in ready
+        if f.day < first_day
+    ]
+    early = {f.day for f in ready if f.day > last_day}
+    due = {day for day in cursor.early_days if day <= last_day}
+    in_range = [f for f in ready if first_day <= f.day <= last_day]
+    fresh = in_range
+    if ingested_at is not None and in_range:
+        latest = ingested_at({f.day for f in in_range})
+        fresh = [f for f in in_range if max(f.changed_ns, f.modified_ns) >= latest.get(f.day, -1)]
+    days = {f.day for f in fresh} | due
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
+    moved = cursor.advance(handled, {f.day for f in in_range} | due)
     return SourceTick(
         days=days,
-        cursor=cursor.advance(handled, {f.day for f in ready}),
+        cursor=replace(moved, early_days=tuple(sorted(set(cursor.early_days) - due | early))),
         waiting=len(new) - len(ready),
-        problems=[f"{folder}: not ingested: {p.message}" for p in bad],
-        already_ingested=len(ready) - len(fresh),
+        problems=messages,
+        already_ingested=len(in_range) - len(fresh),
     )
+
+
+def _partition_bounds(spec: PipelineSpec) -> tuple[dt.date, dt.date]:
+    """The first and last day the pipeline's daily partitions have now (the last is yesterday,
+    UTC: a day's partition exists once the day is over)."""
+    last = daily_partitions(spec).get_last_partition_key()
+    first = spec.start_date
+    return first, dt.date.fromisoformat(last) if last else first - dt.timedelta(days=1)
 
 
 def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
@@ -499,6 +527,8 @@ def build_landing_sensor(
                 reason += f" ({skipped} already ingested)"
             if still := sum(tick.waiting for tick in ticks.values()):
                 reason += f" ({still} still being written)"
+            if early := sum(len(tick.cursor.early_days) for tick in ticks.values()):
+                reason += f"; {early} day(s) of files waiting for their partition (after the day)"
             if waiting:
                 reason += f"; following {len(waiting)} ingestion run(s) until they finish"
             if problems:

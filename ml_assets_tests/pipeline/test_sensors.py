@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -642,3 +643,35 @@ def test_a_range_run_failing_on_one_days_file_is_followed_by_its_other_days(
     # The file is fixed: its day is ingested, then the later days that look back on it rebuilt.
     broken.write_text(good)
     assert _summary(landing.tick(instance)) == [((_day(3), _day(3)), [RAW_TX, FEATURES])]
+
+
+def test_files_before_their_partition_exists_wait_for_it_and_never_stop_the_tick(
+    transactions: Landing, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file for today (UTC) or a later day has no daily partition yet: requesting it failed
+    the whole tick (`DagsterUnknownPartitionError`), so no other file was picked up either."""
+    today = dt.datetime.now(dt.UTC).date()
+    yesterday, later = today - dt.timedelta(days=1), today + dt.timedelta(days=3)
+    start = transactions.spec.start_date
+    transactions.add_days(today, later, yesterday, start - dt.timedelta(days=1))
+
+    result = transactions.tick()
+
+    assert _summary(result) == [((yesterday, yesterday), [RAW_TX, FEATURES])]
+    cursor = transactions.source_cursor(result.cursor)
+    assert cursor.early_days == (today, later)
+    assert cursor.newest_day == yesterday  # a future day must not widen later rebuilds
+    logged = capsys.readouterr().err + caplog.text
+    assert f"is for {start - dt.timedelta(days=1)}, before the pipeline's start_date {start}" in (
+        logged
+    )
+
+    # The next day: today's partition exists, and its file is requested without a new file.
+    state = json.loads(transactions.cursor)
+    waited = Cursor.parse(state["sources"]["transactions"])
+    earlier = yesterday - dt.timedelta(days=5)
+    state["sources"]["transactions"] = replace(waited, early_days=(earlier, later)).dump()
+    transactions.cursor = json.dumps(state)
+    released = transactions.tick()
+    assert _summary(released) == [((earlier, earlier), [RAW_TX, FEATURES])]
+    assert transactions.source_cursor(released.cursor).early_days == (later,)
