@@ -8,7 +8,13 @@ import dagster as dg
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ingest.landing import scan_landing
-from ml_assets.pipeline.keys import contiguous_ranges, feature_key, model_keys, raw_key
+from ml_assets.pipeline.keys import (
+    contiguous_ranges,
+    feature_key,
+    model_keys,
+    partition_bounds,
+    raw_key,
+)
 from ml_assets.pipeline.spec import PipelineSpec, load_spec
 from ml_assets.settings import Settings
 from ml_assets.storage.delta import table_exists
@@ -175,7 +181,14 @@ def materialize_all(settings: Settings) -> int:
             files, problems = scan_landing(folder, source.file_suffixes)
             for problem in problems:
                 print(f"{spec.name}: left out {folder / problem.name}: {problem.message}")
-            landed[name] = {file.day for file in files}
+            first, last = partition_bounds(spec)
+            for file in files:
+                if not first <= file.day <= last:
+                    print(
+                        f"{spec.name}: left out {file.path}: no daily partition for {file.day} "
+                        f"(the partitions run from start_date {first} to yesterday, {last})"
+                    )
+            landed[name] = {file.day for file in files if first <= file.day <= last}
         if not any(landed.values()):
             print(f"{spec.name}: no landing files under {settings.landing_root / spec.name}")
             status = 1

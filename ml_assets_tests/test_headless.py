@@ -84,8 +84,11 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
     late = last + dt.timedelta(days=3)
     write_demo_data(tmp_path / "late", start=late, days=1, rows_per_day=300, seed=3)
     shutil.copy(tmp_path / "late" / "transactions" / f"{late}.csv", landing / "transactions")
-    # A file named without dashes is left out, and the run says so.
+    # A file named without dashes is left out, and the run says so; so is one for today (UTC),
+    # whose daily partition does not exist yet (it failed the whole run).
     shutil.copy(landing / "customers" / f"{last}.csv", landing / "customers" / "20261020.csv")
+    today = dt.datetime.now(dt.UTC).date()
+    shutil.copy(landing / "customers" / f"{last}.csv", landing / "customers" / f"{today}.csv")
     monkeypatch.setenv("DAGSTER_HOME", str(prepare_dagster_home(settings)))
 
     assert materialize_all(settings) == 0
@@ -101,6 +104,7 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
         f"fraud_score: {late} .. {late} succeeded",
         f"fraud: left out {landing / 'customers' / '20261020.csv'}: '20261020.csv' is not named "
         "like a day's file (expected YYYY-MM-DD[_tag].csv)",
+        f"fraud: left out {landing / 'customers' / f'{today}.csv'}: no daily partition for {today}",
     ):
         assert line in out, out
     features = pl.read_delta(f"{settings.lake_root}/fraud/features/transaction_features")

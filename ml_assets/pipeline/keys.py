@@ -58,6 +58,14 @@ def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=spec.start_date.isoformat())
 
 
+def partition_bounds(spec: PipelineSpec) -> tuple[dt.date, dt.date]:
+    """The first and last day the pipeline's daily partitions have now (the last is yesterday,
+    UTC: a day's partition exists once the day is over)."""
+    last = daily_partitions(spec).get_last_partition_key()
+    first = spec.start_date
+    return first, dt.date.fromisoformat(last) if last else first - dt.timedelta(days=1)
+
+
 def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The days a (possibly range-) run materializes."""
     return [dt.date.fromisoformat(key) for key in context.partition_keys]

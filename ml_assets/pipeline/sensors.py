@@ -21,9 +21,9 @@ from ml_assets.pipeline.automation import latest_materializations
 from ml_assets.pipeline.keys import (
     FAILED_PARTITIONS,
     contiguous_ranges,
-    daily_partitions,
     describe_days,
     feature_key,
+    partition_bounds,
     raw_key,
 )
 from ml_assets.pipeline.spec import PipelineSpec
@@ -131,7 +131,7 @@ def scan_source(
     """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
-    first_day, last_day = _partition_bounds(spec)
+    first_day, last_day = partition_bounds(spec)
     # Only files the cursor has not passed: a tick does not grow with the files already seen.
     new, problems = scan_landing(folder, source.file_suffixes, is_new=cursor.is_new)
     min_age_ns = int(source.min_file_age_seconds * 1e9)
@@ -165,14 +165,6 @@ def scan_source(
         problems=messages,
         already_ingested=len(in_range) - len(fresh),
     )
-
-
-def _partition_bounds(spec: PipelineSpec) -> tuple[dt.date, dt.date]:
-    """The first and last day the pipeline's daily partitions have now (the last is yesterday,
-    UTC: a day's partition exists once the day is over)."""
-    last = daily_partitions(spec).get_last_partition_key()
-    first = spec.start_date
-    return first, dt.date.fromisoformat(last) if last else first - dt.timedelta(days=1)
 
 
 def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
