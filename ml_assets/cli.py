@@ -105,6 +105,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the webserver binds: connections of a server stopped a moment ago (TIME_WAIT) do
+        # not hold the port, a listening server does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

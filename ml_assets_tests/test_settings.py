@@ -1,13 +1,15 @@
 """Deployment settings: local by default, explicit elsewhere."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from ml_assets.cli import demo_data_if_missing
+from ml_assets.cli import _port_in_use, demo_data_if_missing
 from ml_assets.settings import DEMO_PIPELINE_SPEC, SettingsError, load_settings
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -94,3 +96,21 @@ def test_demo_data_is_written_only_for_the_demo_pipeline_and_only_once(tmp_path)
     changed = [path.stat().st_ctime_ns for path in written]
     assert not demo_data_if_missing(demo, days=2, rows_per_day=10)
     assert [path.stat().st_ctime_ns for path in written] == changed
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_counts_as_free():
+    """`make run` right after stopping the previous one refused for about a minute: the old
+    server's closed connections (TIME_WAIT) still held the port for a bind without
+    SO_REUSEADDR, though nothing listened."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert _port_in_use("127.0.0.1", port)  # listening: in use
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+            client.recv(1)
+    time.sleep(0.2)  # the last FIN/ACK: the server's side is now in TIME_WAIT
+    assert not _port_in_use("127.0.0.1", port)
