@@ -499,7 +499,7 @@ def build_landing_sensor(
                 )
                 context.log.info(
                     f"rebuilding {selection[0].to_user_string()} {first}..{last}: their "
-                    f"lookback covers {changed}, ingested again"
+                    f"lookback covers {changed}, just ingested"
                 )
 
         # The run key makes a re-evaluated tick (same cursor) launch nothing twice.

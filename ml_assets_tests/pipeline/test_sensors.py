@@ -362,7 +362,7 @@ def test_late_transactions_file_reruns_its_day_then_the_features_looking_back_on
     assert _summary(rebuild) == [((_day(3), _day(9)), [FEATURES])]
     assert (
         f"rebuilding {FEATURES} 2026-01-03..2026-01-09: their lookback covers transactions "
-        "2026-01-02, ingested again" in capsys.readouterr().err + caplog.text
+        "2026-01-02, just ingested" in capsys.readouterr().err + caplog.text
     )
     assert rebuild.run_requests[0].run_key != ingest.run_requests[0].run_key
     assert transactions.tick(instance).run_requests == []
