@@ -183,7 +183,8 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             from_version=previous,
             to_version=challenger,
             run_id=context.run.run_id,
-            reason="passed all gates" if previous else "first model to pass the absolute gates",
+            reason=("passed all gates" if previous else "first model to pass the absolute gates")
+            + (f"; released the hold at {hold}" if hold else ""),
             evidence=evidence,
         )
         context.log.info(f"{model.name}: champion {previous or 'none'} -> {challenger}")
@@ -193,6 +194,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "previous_champion_version": int(previous) if previous else 0,
                 "changed": True,
                 "audit_delta_version": audit_version,
+                **({"released_hold": hold} if hold else {}),
             }
         )
 

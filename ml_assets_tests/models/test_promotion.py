@@ -124,7 +124,15 @@ def test_rollback_moves_the_champion_back_is_audited_and_holds(deployment):
     )
     assert released.success
     assert _champion(deployment) == 3
-    assert _audit(deployment).row(-1, named=True)["action"] == "promote"
+    released_row = _audit(deployment).row(-1, named=True)
+    assert released_row["action"] == "promote"
+    assert "released the hold at version 1 (rollback by run" in released_row["reason"]
+    [promoted] = [
+        e.materialization
+        for e in released.get_asset_materialization_events()
+        if e.materialization.asset_key == KEYS.champion
+    ]
+    assert promoted.metadata["released_hold"].value.startswith("version 1")
     assert deployment.train().success  # and later retrains promote again
     assert _champion(deployment) == 4
 
