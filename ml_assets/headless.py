@@ -174,6 +174,7 @@ def materialize_all(settings: Settings) -> int:
     for path in settings.pipeline_specs:
         spec = load_spec(path)
         landed = {}
+        first, last = partition_bounds(spec)
         for name, source in spec.sources.items():
             folder = spec.landing_folder(name, settings.landing_root)
             if not folder.is_dir():
@@ -181,7 +182,6 @@ def materialize_all(settings: Settings) -> int:
             files, problems = scan_landing(folder, source.file_suffixes)
             for problem in problems:
                 print(f"{spec.name}: left out {folder / problem.name}: {problem.message}")
-            first, last = partition_bounds(spec)
             for file in files:
                 if not first <= file.day <= last:
                     print(

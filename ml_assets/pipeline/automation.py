@@ -18,6 +18,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from ml_assets.pipeline.keys import feature_key, model_keys
 from ml_assets.pipeline.spec import PipelineSpec
@@ -195,25 +196,14 @@ def failing_days(
     return failing
 
 
-# Every status of a run that has not finished: a run requested a moment ago is NOT_STARTED or
-# STARTING, not yet QUEUED or STARTED.
-_UNFINISHED = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
 def _training_in_progress(instance: dg.DagsterInstance, model: str, candidate: dg.AssetKey) -> bool:
-    """Whether a run that trains `model` has not finished: a run of the train job (tagged), or
-    one the automation started for the candidate (an asset-job run, without the job's tags)."""
-    if instance.get_runs(dg.RunsFilter(tags={TRAINING_TAG: model}, statuses=_UNFINISHED), limit=1):
-        return True
-    # Read every unfinished run: even a long run queue is a few hundred small records.
+    """Whether a run that trains `model` has not finished, in any state from just requested
+    (NOT_STARTED) to CANCELING: a run of the train job (tagged), or one the automation started
+    for the candidate (an asset-job run, without the job's tags). Unfinished runs are few (the
+    run queue), so one query reads them all."""
     return any(
-        candidate in (run.asset_selection or ())
-        for run in instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED))
+        run.tags.get(TRAINING_TAG) == model or candidate in (run.asset_selection or ())
+        for run in instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
     )
 
 
