@@ -12,7 +12,8 @@ Two kinds of problem, two reactions:
 from __future__ import annotations
 
 import datetime as dt
-import os
+import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -73,6 +74,7 @@ class IngestResult:
     files: list[Path]
     rows: pl.DataFrame
     quarantine: pl.DataFrame
+    digests: dict[str, str]  # landing file name -> SHA-256 of its bytes as loaded
     ignored_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -118,33 +120,37 @@ def _read_ndjson(handle: BinaryIO) -> pl.DataFrame:
     return pl.read_ndjson(handle, schema={name: pl.String() for name in names})
 
 
-def read_file(path: Path, source: SourceSpec) -> pl.DataFrame:
-    """Read a landing file without type inference (CSV/JSON values stay strings)."""
+def read_file(path: Path, source: SourceSpec) -> tuple[pl.DataFrame, str]:
+    """Read a landing file without type inference (CSV/JSON values stay strings).
+
+    Also returns the SHA-256 of the bytes read: what the landing sensor compares a file that
+    changed on disk with, to tell a touch or an identical re-delivery from new content.
+    """
     try:
-        # Through an open handle: polars expands glob characters in a path, so a folder named
-        # like `feeds[1]` would otherwise read `feeds1/...`, a file outside the landing folder.
-        handle = path.open("rb")
+        # Read by us, not by polars from the path: polars expands glob characters in a path,
+        # so a folder named like `feeds[1]` would read `feeds1/...`, outside the landing folder.
+        # Hashed and parsed from the same bytes, so the digest is of exactly what was loaded,
+        # even when the file is rewritten meanwhile.
+        data = path.read_bytes()
     except OSError as error:  # a dangling link, a file removed since listing, no permission
         raise UnusableFile(path, f"cannot open: {error.strerror or error}") from None
-    with handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            if source.format == "json":
-                # Newline-delimited JSON has no header: a day without events is an empty file.
-                return pl.DataFrame(schema={name: pl.String() for name in source.columns})
-            # A CSV says "no rows" with its header, Parquet with its schema: an empty file is
-            # more likely a failed transfer.
-            raise UnusableFile(path, "file is empty (0 bytes)")
-        try:
-            if source.format == "csv":
-                frame = pl.read_csv(handle, infer_schema=False, raise_if_empty=True)
-            elif source.format == "parquet":
-                frame = pl.read_parquet(handle)
-            else:
-                frame = _read_ndjson(handle)
-        except Exception as error:  # polars raises several types for unreadable input
-            raise UnusableFile(
-                path, f"cannot read as {source.format}: {_first_line(error)}"
-            ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        if source.format == "json":
+            # Newline-delimited JSON has no header: a day without events is an empty file.
+            return pl.DataFrame(schema={name: pl.String() for name in source.columns}), digest
+        # A CSV says "no rows" with its header, Parquet with its schema: an empty file is
+        # more likely a failed transfer.
+        raise UnusableFile(path, "file is empty (0 bytes)")
+    try:
+        if source.format == "csv":
+            frame = pl.read_csv(data, infer_schema=False, raise_if_empty=True)
+        elif source.format == "parquet":
+            frame = pl.read_parquet(data)
+        else:
+            frame = _read_ndjson(io.BytesIO(data))
+    except Exception as error:  # polars raises several types for unreadable input
+        raise UnusableFile(path, f"cannot read as {source.format}: {_first_line(error)}") from None
     missing = [name for name in required_columns(source) if name not in frame.columns]
     if missing:
         raise UnusableFile(
@@ -164,7 +170,7 @@ def read_file(path: Path, source: SourceSpec) -> pl.DataFrame:
                 for name, dtype in nested.items()
             ),
         )
-    return frame
+    return frame, digest
 
 
 def _parse(column: str, spec: ColumnSpec, raw_dtype: pl.DataType) -> pl.Expr:
@@ -285,11 +291,12 @@ def ingest_day(
 
     declared = list(source.columns)
     frames: list[pl.DataFrame] = []
+    digests: dict[str, str] = {}
     unusable: list[UnusableFile] = []
     ignored: dict[str, list[str]] = {}
     for path in paths:
         try:
-            raw = read_file(path, source)
+            raw, digests[path.name] = read_file(path, source)
         except UnusableFile as problem:
             unusable.append(problem)
             continue
@@ -368,5 +375,6 @@ def ingest_day(
         files=paths,
         rows=rows,
         quarantine=quarantine,
+        digests=digests,
         ignored_columns=ignored,
     )

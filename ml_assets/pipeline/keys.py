@@ -19,6 +19,12 @@ PIPELINE_TAG = "ml_assets/pipeline"
 # ingest the other days of a failed range again.
 FAILED_PARTITIONS = "failed_partitions"
 
+# Metadata of the observation a raw asset records for each day it ingested: {landing file name:
+# SHA-256 of its bytes}. Per day in an observation, because a range run's materializations all
+# carry the same metadata (dagster#18123). The landing sensor compares files that changed on
+# disk with it.
+SOURCE_DIGESTS = "source_files_sha256"
+
 
 def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "raw", source])

@@ -19,6 +19,7 @@ from ml_assets.ingest.ingest import (
 from ml_assets.pipeline.keys import (
     EXTERNAL_RETRY,
     FAILED_PARTITIONS,
+    SOURCE_DIGESTS,
     daily_partitions,
     partition_days,
     quarantine_key,
@@ -148,6 +149,15 @@ def build_raw_asset(
         )
         if quarantined:
             context.log.warning(f"{quarantined} rows quarantined ({reasons}); see {quarantine_uri}")
+        for result in results:
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=context.asset_key,
+                    partition=result.day.isoformat(),
+                    description="The landing files this day was loaded from",
+                    metadata={SOURCE_DIGESTS: dg.MetadataValue.json(result.digests)},
+                )
+            )
         return rows
 
     return raw_asset

@@ -7,6 +7,7 @@ that preserve an old mtime (`cp -p`, rsync) still get a fresh ctime.
 """
 
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -17,9 +18,10 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from ml_assets.ingest.landing import scan_landing
-from ml_assets.pipeline.automation import latest_materializations
+from ml_assets.pipeline.automation import latest_materializations, latest_observations
 from ml_assets.pipeline.keys import (
     FAILED_PARTITIONS,
+    SOURCE_DIGESTS,
     contiguous_ranges,
     describe_days,
     feature_key,
@@ -106,10 +108,34 @@ class SourceTick:
     waiting: int
     problems: list[str]
     already_ingested: int = 0
+    # Files changed on disk (touched, delivered again) with the bytes their day was loaded from.
+    unchanged: int = 0
 
 
-# When each of the given days was last ingested (ns), for the days a source's raw asset has.
-IngestedAt = Callable[[set[dt.date]], Mapping[dt.date, int]]
+@dataclass(frozen=True)
+class IngestedDay:
+    """A day of a raw asset, as its latest materialization left it."""
+
+    at_ns: int  # when the run behind it started
+    # SHA-256 of each landing file that run loaded, by name; None when the run did not succeed
+    # (a failed gate, a failed feature step): its files are then worth ingesting again as is.
+    digests: Mapping[str, str] | None = None
+
+
+# The given days that a source's raw asset has, as last ingested.
+IngestedDays = Callable[[set[dt.date]], Mapping[dt.date, IngestedDay]]
+
+
+def _loaded_as_is(path: Path, ingested: IngestedDay | None) -> bool:
+    """Whether `path` holds the very bytes its day was last ingested from."""
+    if ingested is None or ingested.digests is None or path.name not in ingested.digests:
+        return False
+    try:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:  # gone or unreadable since the listing: the ingestion will say why
+        return False
+    return digest == ingested.digests[path.name]
 
 
 def scan_source(
@@ -118,16 +144,19 @@ def scan_source(
     landing_root: Path,
     cursor: Cursor,
     now_ns: int,
-    ingested_at: IngestedAt | None = None,
+    ingested: IngestedDays | None = None,
 ) -> SourceTick:
     """What is new in one source's landing folder since `cursor`.
 
-    `ingested_at` skips files whose day was ingested after they last changed: they are already
+    `ingested` skips files whose day was ingested after they last changed: they are already
     in the lake (ingested by `ml-assets run`, by a run whose range covered the day, or by an
     instance whose sensor state was reset), so the cursor moves past them without requesting
-    their days again. A file for a day whose daily partition does not exist yet (today, UTC,
-    or later) is requested once it does; one for a day before the pipeline's `start_date` is
-    reported and never ingested.
+    their days again. It also skips files that changed on disk but not in content (a `touch`,
+    the same file delivered again), when the last ingestion of their day loaded these very
+    bytes and its run succeeded: ingesting them again would rewrite the day and its features
+    and count them as new training data. A file for a day whose daily partition does not exist
+    yet (today, UTC, or later) is requested once it does; one for a day before the pipeline's
+    `start_date` is reported and never ingested.
     """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
@@ -151,10 +180,15 @@ def scan_source(
     early = {f.day for f in ready if f.day > last_day}
     due = {day for day in cursor.early_days if day <= last_day}
     in_range = [f for f in ready if first_day <= f.day <= last_day]
-    fresh = in_range
-    if ingested_at is not None and in_range:
-        latest = ingested_at({f.day for f in in_range})
-        fresh = [f for f in in_range if max(f.changed_ns, f.modified_ns) >= latest.get(f.day, -1)]
+    changed, fresh = in_range, in_range
+    if ingested is not None and in_range:
+        latest = ingested({f.day for f in in_range})
+        changed = [
+            f
+            for f in in_range
+            if f.day not in latest or max(f.changed_ns, f.modified_ns) >= latest[f.day].at_ns
+        ]
+        fresh = [f for f in changed if not _loaded_as_is(f.path, latest.get(f.day))]
     days = {f.day for f in fresh} | due
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
     moved = cursor.advance(handled, {f.day for f in in_range} | due)
@@ -163,27 +197,49 @@ def scan_source(
         cursor=replace(moved, early_days=tuple(sorted(set(cursor.early_days) - due | early))),
         waiting=len(new) - len(ready),
         problems=messages,
-        already_ingested=len(in_range) - len(fresh),
+        already_ingested=len(in_range) - len(changed),
+        unchanged=len(changed) - len(fresh),
     )
 
 
-def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
-    """`IngestedAt` for one raw asset: when the run behind each day's latest materialization
-    started. Not the materialization's own time: the run read the files before then, so a file
-    rewritten while it ran may not be in the lake. A materialization reported without a run
-    counts at its own time."""
+def ingested_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedDays:
+    """`IngestedDays` for one raw asset, from each day's latest materialization.
 
-    def ingested_at(days: set[dt.date]) -> dict[dt.date, int]:
-        latest = latest_materializations(instance, key, [d.isoformat() for d in days])
+    Its time is when the run behind it started, not the materialization's own time: the run read
+    the files before then, so a file rewritten while it ran may not be in the lake. A
+    materialization reported without a run counts at its own time. The digests come from the
+    observation the raw asset records per day, taken only from that same run, and only if it
+    succeeded.
+    """
+
+    def ingested(days: set[dt.date]) -> dict[dt.date, IngestedDay]:
+        partitions = [d.isoformat() for d in days]
+        latest = latest_materializations(instance, key, partitions)
         run_ids = sorted({r.run_id for r in latest.values() if r.run_id})
         runs = instance.get_run_records(dg.RunsFilter(run_ids=run_ids)) if run_ids else []
         started = {run.dagster_run.run_id: run.start_time for run in runs if run.start_time}
+        succeeded = {
+            run.dagster_run.run_id
+            for run in runs
+            if run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        }
+        digests = {
+            partition: record.asset_observation.metadata[SOURCE_DIGESTS].value
+            for partition, record in latest_observations(instance, key, partitions).items()
+            if partition in latest
+            and record.run_id == latest[partition].run_id
+            and record.run_id in succeeded
+            and record.asset_observation is not None
+            and SOURCE_DIGESTS in record.asset_observation.metadata
+        }
         return {
-            dt.date.fromisoformat(p): int(started.get(r.run_id, r.timestamp) * 1e9)
+            dt.date.fromisoformat(p): IngestedDay(
+                int(started.get(r.run_id, r.timestamp) * 1e9), digests.get(p)
+            )
             for p, r in latest.items()
         }
 
-    return ingested_at
+    return ingested
 
 
 def plan_ingestion(
@@ -307,8 +363,10 @@ def resolve_pending(
             )
     ingested = {}
     for source, days in pending.days.items():
-        at = ingestion_times(instance, raw_key(spec, source))(set(days))
-        ingested[source] = {d for d in days if at.get(d, -1) >= pending.requested_ns}
+        latest = ingested_days(instance, raw_key(spec, source))(set(days))
+        ingested[source] = {
+            d for d in days if d in latest and latest[d].at_ns >= pending.requested_ns
+        }
     if runs or all(ingested[s] == set(days) for s, days in pending.days.items()):
         return IngestionOutcome(ingested, retry={})
     if now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
@@ -429,7 +487,7 @@ def build_landing_sensor(
                 landing_root,
                 Cursor.parse(sources.get(name)),
                 now_ns,
-                ingestion_times(context.instance, raw_key(spec, name)),
+                ingested_days(context.instance, raw_key(spec, name)),
             )
             for name in spec.sources
         }
@@ -442,6 +500,11 @@ def build_landing_sensor(
             context.log.info(
                 f"{skipped} landing file(s) skipped: their days were ingested after the files "
                 "last changed"
+            )
+        if unchanged := sum(tick.unchanged for tick in ticks.values()):
+            context.log.info(
+                f"{unchanged} landing file(s) skipped: changed on disk, but with the same bytes "
+                "(SHA-256) their day was last ingested from"
             )
         newest_days = [tick.cursor.newest_day for tick in ticks.values() if tick.cursor.newest_day]
         newest = max(newest_days, default=None)
@@ -515,8 +578,8 @@ def build_landing_sensor(
         cursor = _dump_state({name: tick.cursor for name, tick in ticks.items()}, waiting)
         if not requests:
             reason = "no new landing files"
-            if skipped:
-                reason += f" ({skipped} already ingested)"
+            if skipped or unchanged:
+                reason += f" ({skipped + unchanged} already ingested)"
             if still := sum(tick.waiting for tick in ticks.values()):
                 reason += f" ({still} still being written)"
             if early := sum(len(tick.cursor.early_days) for tick in ticks.values()):

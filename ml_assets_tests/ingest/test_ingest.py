@@ -9,6 +9,7 @@ Two reactions, tested through `ingest_day` and through the Dagster raw asset:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ml_assets.ingest.ingest import (
     output_schema,
 )
 from ml_assets.ingest.landing import scan_landing
-from ml_assets.pipeline.keys import quarantine_key, raw_key
+from ml_assets.pipeline.keys import SOURCE_DIGESTS, quarantine_key, raw_key
 from ml_assets.pipeline.raw import build_raw_asset
 from ml_assets.pipeline.spec import PipelineSpec, SourceSpec, parse_spec
 from ml_assets.settings import Settings
@@ -616,6 +617,38 @@ def test_materialization_records_quarantine_counts_schema_and_lineage_columns(ra
         (6, "missing value: column amount is required"),
         (7, "outside partition: ts falls on 2026-01-04, not 2026-01-05"),
     ]
+
+
+def test_each_day_records_the_digests_of_the_files_it_was_loaded_from(raw: Raw) -> None:
+    """What the landing sensor compares a touched or re-delivered file with. Per day, also in a
+    range run, and for a file none of whose rows were kept (a header-only file)."""
+    main = _write(raw.folder, "2026-01-05.csv", _csv(*GOOD))
+    empty = _write(raw.folder, "2026-01-05_late.csv", _csv())
+    other = _write(raw.folder, "2026-01-06.csv", _csv("d,2026-01-06T10:00:00,4.0,4,d"))
+
+    result = dg.materialize(
+        [raw.asset],
+        resources=build_resources(raw.settings),
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-05",
+            "dagster/asset_partition_range_end": "2026-01-06",
+        },
+    )
+
+    recorded = {
+        event.partition: event.asset_observation_data.asset_observation.metadata[
+            SOURCE_DIGESTS
+        ].value
+        for event in result.get_asset_observation_events()
+    }
+    assert recorded == {
+        "2026-01-05": {main.name: _sha256(main), empty.name: _sha256(empty)},
+        "2026-01-06": {other.name: _sha256(other)},
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- other formats ----------------------------------------------------------------------------

@@ -7,10 +7,11 @@ run requests are checked the way the daemon would resolve them; files are real f
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,13 @@ import yaml
 from ml_assets.definitions import build_resources
 from ml_assets.demo.generate import write_demo_data
 from ml_assets.pipeline.factory import build_pipeline
-from ml_assets.pipeline.keys import PIPELINE_TAG, daily_partitions, feature_key, raw_key
+from ml_assets.pipeline.keys import (
+    PIPELINE_TAG,
+    SOURCE_DIGESTS,
+    daily_partitions,
+    feature_key,
+    raw_key,
+)
 from ml_assets.pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -102,6 +109,23 @@ class Landing:
             result = self.sensor.evaluate_tick(context)
         self.cursor = result.cursor
         return result
+
+    def runner(self, instance: dg.DagsterInstance) -> Callable[[dg.RunRequest], bool]:
+        """Runs a request of the sensor with the real pipeline, as the daemon would launch it."""
+        assets = list(build_pipeline(self.spec, landing_root=self.settings.landing_root).assets)
+
+        def run(request: dg.RunRequest) -> bool:
+            return dg.materialize(
+                assets,
+                resources=build_resources(self.settings),
+                instance=instance,
+                tags={**request.tags, "dagster/run_key": request.run_key},
+                partition_key=request.partition_key,
+                selection=request.asset_selection,
+                raise_on_error=False,
+            ).success
+
+        return run
 
     def record_features(self, instance: dg.DagsterInstance, *days: dt.date) -> None:
         """Feature days built earlier (what a later day's rebuild needs to exist)."""
@@ -319,6 +343,82 @@ def test_a_rewritten_file_is_requested_again(
     # Once day 1 is ingested again: day 2's features, which look back on day 1.
     transactions.record_ingestion(instance, _day(1))
     assert _summary(transactions.tick(instance)) == [((_day(2), _day(2)), [FEATURES])]
+
+
+def _ingested_demo_days(
+    settings: Settings, instance: dg.DagsterInstance, days: int
+) -> tuple[Landing, Callable[[dg.RunRequest], bool]]:
+    """Demo files for days 1..`days`, ingested by the sensor's runs of the real pipeline."""
+    landing = Landing(demo_spec(), "transactions", settings)
+    write_demo_data(
+        settings.landing_root / "fraud", start=_day(1), days=days, rows_per_day=15, seed=5
+    )
+    run = landing.runner(instance)
+    assert all(run(request) for request in landing.tick(instance).run_requests)
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    return landing, run
+
+
+def test_files_changed_on_disk_but_not_in_content_are_not_ingested_again(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A `touch`, or the same file delivered again: ingesting it again would rewrite its day and
+    the feature days looking back on it, and count them as new training data."""
+    landing, _ = _ingested_demo_days(settings, instance, days=3)
+    touched, resent = landing.folder / f"{_day(2)}.csv", landing.folder / f"{_day(3)}.csv"
+    os.utime(touched)
+    resent.write_bytes(resent.read_bytes())
+
+    result = landing.tick(instance)
+
+    assert result.run_requests == []
+    assert result.skip_message == "no new landing files (2 already ingested)"
+    logged = capsys.readouterr().err + caplog.text
+    assert "2 landing file(s) skipped: changed on disk, but with the same bytes" in logged
+    # New bytes (the same rows in another order) are ingested again.
+    header, *rows = touched.read_text().splitlines()
+    touched.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    assert _summary(landing.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+
+
+def test_an_unchanged_file_of_a_day_whose_last_run_failed_is_ingested_again_when_touched(
+    settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    """Touching a file is how a user retries its day, e.g. after relaxing the quality gate that
+    failed it: the digests of a run that failed are not trusted."""
+    landing, _ = _ingested_demo_days(settings, instance, days=3)
+    day_file = landing.folder / f"{_day(2)}.csv"
+    raw = dg.AssetKey.from_user_string(RAW_TX)
+
+    # Day 2 ingested again from the same file, and then failing a blocking check of its run.
+    @dg.asset(
+        key=raw,
+        partitions_def=daily_partitions(landing.spec),
+        check_specs=[dg.AssetCheckSpec("null_rate", asset=raw, blocking=True)],
+    )
+    def failed_gate(context):  # annotated, dagster cannot resolve the postponed type
+        digest = hashlib.sha256(day_file.read_bytes()).hexdigest()
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=raw,
+                partition=context.partition_key,
+                metadata={SOURCE_DIGESTS: {day_file.name: digest}},
+            )
+        )
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(check_name="null_rate", passed=False)
+
+    failed = dg.materialize(
+        [failed_gate], instance=instance, partition_key=_day(2).isoformat(), raise_on_error=False
+    )
+    assert not failed.success
+    time.sleep(0.05)
+    os.utime(day_file)
+
+    assert _summary(landing.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
 
 
 def _late_file_for_day_2(landing: Landing, instance: dg.DagsterInstance):
@@ -608,17 +708,7 @@ def test_a_range_run_failing_on_one_days_file_is_followed_by_its_other_days(
     broken = landing.folder / f"{_day(3)}.csv"
     good = broken.read_text()
     broken.write_text('event_id,customer_id\n"unterminated,c2\n')
-
-    def run(request: dg.RunRequest) -> bool:
-        return dg.materialize(
-            list(build_pipeline(spec, landing_root=settings.landing_root).assets),
-            resources=build_resources(settings),
-            instance=instance,
-            tags={**request.tags, "dagster/run_key": request.run_key},
-            partition_key=request.partition_key,
-            selection=request.asset_selection,
-            raise_on_error=False,
-        ).success
+    run = landing.runner(instance)
 
     [whole] = landing.tick(instance).run_requests
     assert not run(whole)
