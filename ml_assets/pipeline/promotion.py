@@ -63,7 +63,8 @@ def write_audit(
     for key, value in {
         "champion_since": at.isoformat(),
         "champion_action": action,
-        "champion_previous_version": from_version or "none",
+        # Absent for the first champion, as in the audit (null) and the asset's metadata.
+        **({"champion_previous_version": from_version} if from_version else {}),
         "champion_dagster_run_id": run_id,
         "champion_reason": reason,
     }.items():
@@ -191,7 +192,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "champion_version": int(challenger),
-                "previous_champion_version": int(previous) if previous else 0,
+                **({"previous_champion_version": int(previous)} if previous else {}),
                 "changed": True,
                 "audit_delta_version": audit_version,
                 **({"released_hold": hold} if hold else {}),
@@ -258,7 +259,7 @@ def build_rollback_job(spec: PipelineSpec) -> dg.JobDefinition:
                 asset_key=keys.champion,
                 metadata={
                     "champion_version": int(target),
-                    "previous_champion_version": int(previous) if previous else 0,
+                    **({"previous_champion_version": int(previous)} if previous else {}),
                     "changed": True,
                     "action": "rollback",
                     "held": config.hold,

@@ -57,6 +57,9 @@ def test_first_model_trains_registers_and_becomes_champion(deployment, caplog):
     assert int(client.get_model_version_by_alias("fraud_detector", CHAMPION).version) == 1
     audit = pl.read_delta(f"{deployment.settings.lake_root}/fraud/audit/model_promotions")
     assert audit.select("action", "from_version", "to_version").rows() == [("promote", None, 1)]
+    # No previous champion: absent everywhere, not 0 in one place and "none" in another.
+    assert "previous_champion_version" not in _materialization(result, KEYS.champion).metadata
+    assert "champion_previous_version" not in client.get_model_version("fraud_detector", "1").tags
 
 
 def test_training_run_is_tracked_with_params_metrics_model_and_dataset_lineage(deployment):
