@@ -38,6 +38,13 @@ class TimeWindow:
     holdout_end: dt.date
     train_rows: int
     holdout_rows: int
+    # Days of the training range that have rows: fewer than the range when the data starts
+    # later or has gaps.
+    train_days_with_data: int
+
+    @property
+    def train_days(self) -> int:
+        return (self.train_end - self.train_start).days + 1
 
     def as_dict(self) -> dict[str, str | int]:
         """Flat, JSON-friendly form (for run metadata / tracking params)."""
@@ -48,6 +55,7 @@ class TimeWindow:
             "holdout_end": self.holdout_end.isoformat(),
             "train_rows": self.train_rows,
             "holdout_rows": self.holdout_rows,
+            "train_days_with_data": self.train_days_with_data,
         }
 
 
@@ -114,6 +122,7 @@ def time_split(
         holdout_end=as_of,
         train_rows=train.height,
         holdout_rows=holdout.height,
+        train_days_with_data=train.select(day.n_unique()).item(),
     )
     return train, holdout, window
 

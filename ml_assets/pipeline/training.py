@@ -172,6 +172,12 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             raise dg.Failure(
                 f"cannot train {model.name} on {uri}: {error}", allow_retries=False
             ) from None
+        if window.train_days_with_data < window.train_days:
+            context.log.warning(
+                f"training {model.name} on {window.train_days_with_data} of the "
+                f"{window.train_days} days of its window {window.train_start} .. "
+                f"{window.train_end}: {features.to_user_string()} has no rows on the others"
+            )
         numeric, categorical = split_columns(
             frame.schema, target=model.target, exclude=[*model.exclude, PARTITION_COLUMN]
         )
@@ -301,6 +307,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "train_rows": window.train_rows,
                 "holdout_rows": window.holdout_rows,
                 "train_window": f"{window.train_start} .. {window.train_end}",
+                "train_days_with_data": window.train_days_with_data,
                 "holdout_window": f"{window.holdout_start} .. {window.holdout_end}",
                 **metrics_metadata(metrics, "holdout_"),
                 "fit_seconds": round(fitted.fit_seconds, 3),

@@ -59,6 +59,16 @@ def test_time_split_as_of_gap_and_datetime_column(features):
     assert window.as_dict()["holdout_end"] == as_of.isoformat()
 
 
+def test_time_split_counts_the_training_days_that_have_data(features):
+    """A window reaching back before the data's first day: its range is what was asked for,
+    and `train_days_with_data` says how much of it the model saw."""
+    _, _, window = time_split(features, date_column="event_date", train_days=30, holdout_days=2)
+    days = features["event_date"].n_unique()
+    assert window.train_days == 30
+    assert window.train_days_with_data == days - 2
+    assert window.as_dict()["train_days_with_data"] == days - 2
+
+
 def test_time_split_errors_name_the_days(features):
     with pytest.raises(ValueError, match=r"empty holdout.*2027-01-01.*2027-01-02") as error:
         time_split(

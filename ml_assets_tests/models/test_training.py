@@ -46,6 +46,7 @@ def test_first_model_trains_registers_and_becomes_champion(deployment, caplog):
     # The newest days are held out; the train window ends the day before.
     assert metadata["holdout_window"].value.endswith(LAST_DAY.isoformat())
     assert metadata["train_rows"].value > metadata["holdout_rows"].value > 0
+    assert metadata["train_days_with_data"].value == 21  # the whole window: 30 days, 7 held out
     # Row counts read as integers in the UI, though MLflow keeps them as float metrics.
     assert isinstance(metadata["holdout_rows"], dg.IntMetadataValue)
     report = _materialization(result, KEYS.report).metadata
