@@ -103,19 +103,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         dg.Definitions(
             assets=[cost_report],
             resources=build_resources(settings),
-            # Evaluates automation conditions (scoring new partitions; retraining).
-            sensors=[
-                dg.AutomationConditionSensorDefinition(
-                    "ml_assets_automation",
-                    target=dg.AssetSelection.all(),
-                    default_status=dg.DefaultSensorStatus.RUNNING,
-                    minimum_interval_seconds=30,
-                    # The scoring condition runs our own Python (WrittenAfterFirstChampion),
-                    # which the daemon cannot import; the code server can.
-                    use_user_code_server=True,
-                ),
-                build_notification_sensor(settings.webhook_url),
-            ],
+            sensors=[build_notification_sensor(settings.webhook_url)],
             jobs=[maintenance],
             schedules=[build_maintenance_schedule(maintenance)],
             # ~0.1 s per step instead of ~2 s for a fresh process per step on two cores.

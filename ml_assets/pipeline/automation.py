@@ -1,7 +1,7 @@
 """When things run by themselves: the automation conditions and the retrain sensor.
 
 Everything here needs the daemon (`ml-assets dev`, or `dagster-daemon run`). The automation
-condition sensor `ml_assets_automation` and the retrain sensors are on by default.
+condition sensor `<pipeline>_automation` and the retrain sensors are on by default.
 """
 
 import datetime as dt

@@ -39,8 +39,25 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     )
     if spec.model is None:
         return ingest
+    automation = dg.Definitions(
+        sensors=[
+            # Evaluates the pipeline's automation conditions (scoring new partitions, retraining
+            # a stale model, following a candidate). One per pipeline, so that its runs carry
+            # the pipeline's tag like every other run of it: listed with it, and one at a time.
+            dg.AutomationConditionSensorDefinition(
+                f"{spec.name}_automation",
+                target=dg.AssetSelection.key_prefixes([spec.name]),
+                run_tags=pipeline_tags(spec),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=30,
+                # The scoring condition runs our own Python (WrittenAfterFirstChampion), which
+                # the daemon cannot import; the code server can.
+                use_user_code_server=True,
+            )
+        ]
+    )
     return dg.Definitions.merge(
-        ingest, build_model_definitions(spec), build_monitoring_definitions(spec)
+        ingest, build_model_definitions(spec), build_monitoring_definitions(spec), automation
     )
 
 

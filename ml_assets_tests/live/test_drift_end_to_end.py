@@ -176,10 +176,11 @@ def test_drift_is_detected_and_retrains_the_model_by_itself(tmp_path):
             automated = [
                 r
                 for r in server.runs()
-                if r["tags"].get("dagster/sensor_name") == "ml_assets_automation"
+                if r["tags"].get("dagster/sensor_name") == "fraud_automation"
                 or "dagster/backfill" in r["tags"]
             ]
             assert automated and all(r["status"] == "SUCCESS" for r in automated), automated
+            assert all(r["tags"].get("ml_assets/pipeline") == "fraud" for r in automated)
             # The drift check: one verdict per day, passed before the drift, failed after it.
             executions = server.graphql(
                 CHECK_EXECUTIONS, {"path": DRIFT, "check": "no_feature_drift"}

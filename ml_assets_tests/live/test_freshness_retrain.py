@@ -74,6 +74,7 @@ def test_a_stale_model_retrains_itself_once(tmp_path):
         retrain = server.wait_until(finished, timeout=120, what="the retrain run to finish")
         assert retrain["status"] == "SUCCESS"
         tags = {t["key"]: t["value"] for t in retrain["tags"]}
-        assert tags.get("dagster/sensor_name") == "ml_assets_automation", tags
+        assert tags.get("dagster/sensor_name") == "fraud_automation", tags
+        assert tags.get("ml_assets/pipeline") == "fraud", tags  # listed and queued with the rest
         # Still stale-looking for a while after the request: no second retrain in the meantime.
         assert len(runs_of_candidate()) == 2
