@@ -11,6 +11,7 @@ from ml_assets.ingest.landing import scan_landing
 from ml_assets.pipeline.keys import (
     contiguous_ranges,
     feature_key,
+    ingest_job_name,
     model_keys,
     partition_bounds,
     raw_key,
@@ -143,7 +144,7 @@ def _materialize_pipeline(
     the days any of its inputs has (so every source's table exists when a feature day reads
     it, even when one source starts later than another); then train, validate, promote; then
     score the feature days. Stops at the first stage that failed."""
-    ingest = defs.resolve_job_def(f"{spec.name}_ingest")
+    ingest = defs.resolve_job_def(ingest_job_name(spec))
     ok = True
     for source, days in landed.items():
         for first, last in contiguous_ranges(days):

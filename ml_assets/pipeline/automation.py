@@ -5,6 +5,7 @@ condition sensor `<pipeline>_automation` and the retrain sensors are on by defau
 """
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,27 +219,60 @@ def failing_days(
     return failing
 
 
-def _training_in_progress(instance: dg.DagsterInstance, model: str, candidate: dg.AssetKey) -> bool:
-    """Whether a run that trains `model` has not finished, in any state from just requested
+# How long the retrain sensor waits after an ingestion run finished. A late file's run rewrites
+# its day; the landing sensor requests the rebuild of the later days looking back on it on its
+# next tick (every 15 s) once that run succeeded. A retrain in between would train on features
+# about to be rewritten, and the rebuild would then count towards another one.
+INGESTION_SETTLE_SECONDS = 60
+
+
+def _not_now(
+    instance: dg.DagsterInstance,
+    model: str,
+    candidate: dg.AssetKey,
+    ingest_job: str,
+    now: float,
+) -> str | None:
+    """Why a retrain should wait, if it should.
+
+    While a run that trains `model` has not finished, in any state from just requested
     (NOT_STARTED) to CANCELING: a run of the train job (tagged), or one the automation started
-    for the candidate (an asset-job run, without the job's tags). Unfinished runs are few (the
-    run queue), so one query reads them all."""
-    return any(
+    for the candidate (an asset-job run, without the job's tags). While an ingestion run of the
+    pipeline is unfinished, or finished less than `INGESTION_SETTLE_SECONDS` ago. Unfinished
+    runs are few (the run queue), so one query reads them all.
+    """
+    unfinished = instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
+    if any(
         run.tags.get(TRAINING_TAG) == model or candidate in (run.asset_selection or ())
-        for run in instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
+        for run in unfinished
+    ):
+        return "a training run is already queued or running"
+    if any(run.job_name == ingest_job for run in unfinished):
+        return f"a {ingest_job} run is queued or running: waiting for the days it writes"
+    settled_after = dt.datetime.fromtimestamp(now - INGESTION_SETTLE_SECONDS, dt.UTC)
+    recent = instance.get_run_records(
+        dg.RunsFilter(job_name=ingest_job, updated_after=settled_after), limit=1
     )
+    if recent:
+        return (
+            f"a {ingest_job} run finished less than {INGESTION_SETTLE_SECONDS} s ago: waiting "
+            "for the rebuilds that may follow it"
+        )
+    return None
 
 
 def build_retrain_sensor(
     spec: PipelineSpec,
     train_job: str,
+    ingest_job: str,
     drift_check: dg.AssetCheckKey | None = None,
     feature_checks: Sequence[dg.AssetCheckKey] = (),
 ) -> dg.SensorDefinition:
     """Retrain when the drift check failed, or enough new feature partitions were written,
     since the last training. A day whose blocking feature checks (`feature_checks`) failed
     does not count: its data is not fit to train on, and a late file for a day outside the
-    data (all rows quarantined) must not retrain the model."""
+    data (all rows quarantined) must not retrain the model. Waits while the pipeline's
+    ingestion (`ingest_job`) is busy or has just finished."""
     assert spec.model is not None
     keys = model_keys(spec)
     features = feature_key(spec, spec.model.features)
@@ -266,8 +300,9 @@ def build_retrain_sensor(
         )
         if trained is None:
             return dg.SensorResult(skip_reason=f"{spec.model.name} has never been trained")
-        if _training_in_progress(instance, spec.model.name, keys.candidate):
-            return dg.SensorResult(skip_reason="a training run is already queued or running")
+        wait = _not_now(instance, spec.model.name, keys.candidate, ingest_job, time.time())
+        if wait is not None:
+            return dg.SensorResult(skip_reason=wait)
 
         def features_since_training(limit: int) -> Sequence[dg.EventLogRecord]:
             return instance.fetch_materializations(

@@ -10,7 +10,7 @@ from ml_assets.maintenance.schedules import build_pipeline_schedules
 from ml_assets.pipeline.automation import TRAINING_TAG, build_retrain_sensor
 from ml_assets.pipeline.features import build_feature_asset
 from ml_assets.pipeline.inference import build_predictions_asset
-from ml_assets.pipeline.keys import feature_key, model_keys, pipeline_tags
+from ml_assets.pipeline.keys import feature_key, ingest_job_name, model_keys, pipeline_tags
 from ml_assets.pipeline.monitoring import CHECK_NAME as DRIFT_CHECK
 from ml_assets.pipeline.monitoring import build_monitoring_definitions, drift_key
 from ml_assets.pipeline.promotion import build_champion_asset, build_rollback_job
@@ -26,7 +26,7 @@ def build_pipeline(spec: PipelineSpec, *, landing_root: Path) -> dg.Definitions:
     raw_assets = [build_raw_asset(spec, name, landing_root) for name in spec.sources]
     feature_assets = [build_feature_asset(spec, name) for name in spec.features]
     ingest_job = dg.define_asset_job(
-        name=f"{spec.name}_ingest",
+        name=ingest_job_name(spec),
         description=f"Ingest the {spec.name} landing files and build its feature tables.",
         selection=dg.AssetSelection.assets(*raw_assets, *feature_assets),
         tags=pipeline_tags(spec),
@@ -92,6 +92,7 @@ def build_model_definitions(spec: PipelineSpec) -> dg.Definitions:
             build_retrain_sensor(
                 spec,
                 train_job.name,
+                ingest_job_name(spec),
                 dg.AssetCheckKey(drift_key(spec), DRIFT_CHECK),
                 blocking_checks(spec, feature_key(spec, spec.model.features)),
             )

@@ -99,6 +99,11 @@ def describe_days(days: Iterable[dt.date]) -> str:
     )
 
 
+def ingest_job_name(spec: PipelineSpec) -> str:
+    """The job of the landing sensor's runs: raw assets and the feature tables they feed."""
+    return f"{spec.name}_ingest"
+
+
 def pipeline_tags(spec: PipelineSpec) -> dict[str, str]:
     return {PIPELINE_TAG: spec.name}
 

@@ -1,9 +1,12 @@
 """Freshness-driven retraining, evaluated tick by tick without waiting for real time."""
 
+import time
+
 import dagster as dg
 import pytest
 
 from ml_assets.definitions import build_definitions
+from ml_assets.pipeline import automation
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
 from ml_assets.settings import DEMO_PIPELINE_SPEC
@@ -254,5 +257,34 @@ def test_no_retrain_while_another_training_is_unfinished(settings, status, tags,
     assert result.skip_reason.skip_message == "a training run is already queued or running"
 
     instance.report_run_failed(run)  # finished: the drift failure retrains
+    [request] = _retrain_tick(settings, instance).run_requests
+    assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
+
+
+def test_no_retrain_while_ingestion_is_busy_or_has_just_finished(settings, monkeypatch):
+    """A late file's run rewrites its day, and the landing sensor requests the rebuild of the
+    later days on its next tick: a retrain in between would train on features about to be
+    rewritten, and the rebuild would then start another one."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
+    instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-28"))
+    _drift_verdict(instance, "2026-01-28", passed=False)
+    ingestion = instance.add_run(
+        dg.DagsterRun(job_name="fraud_ingest", status=dg.DagsterRunStatus.STARTED)
+    )
+
+    result = _retrain_tick(settings, instance)
+    assert not result.run_requests
+    assert result.skip_reason.skip_message == (
+        "a fraud_ingest run is queued or running: waiting for the days it writes"
+    )
+
+    monkeypatch.setattr(automation, "INGESTION_SETTLE_SECONDS", 1)
+    instance.report_run_failed(ingestion)
+    result = _retrain_tick(settings, instance)
+    assert result.skip_reason.skip_message == (
+        "a fraud_ingest run finished less than 1 s ago: waiting for the rebuilds that may follow it"
+    )
+    time.sleep(1.1)
     [request] = _retrain_tick(settings, instance).run_requests
     assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
