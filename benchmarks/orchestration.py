@@ -132,6 +132,9 @@ class PlainContext:
     def add_output_metadata(self, metadata: dict[str, Any]) -> None:
         self.metadata.update(metadata)
 
+    def log_event(self, event: Any) -> None:
+        """Events besides the output (the raw asset's per-day observations) are dropped."""
+
 
 def _body(definition: Any) -> Any:
     """The user function inside an asset or asset-check definition."""
