@@ -76,6 +76,8 @@ def demo_data_if_missing(settings: Settings, days: int, rows_per_day: int) -> bo
     demo_loaded = any(load_spec(path).name == DEMO_PIPELINE for path in settings.pipeline_specs)
     if (
         not days
+        # Made-up payments in a shared landing folder would be ingested like real ones.
+        or settings.deployment != "local"
         or not demo_loaded
         or (settings.landing_root / DEMO_PIPELINE / "transactions").exists()
     ):
@@ -95,9 +97,26 @@ def demo_data_if_missing(settings: Settings, days: int, rows_per_day: int) -> bo
     return True
 
 
+def preflight(settings: Settings) -> None:
+    """Configuration mistakes that would otherwise show only inside a run, or in the code
+    server's log while the UI starts with a broken code location. Raises SettingsError or
+    SpecError naming the variable or file, before anything is written."""
+    from ml_assets.definitions import build_definitions
+
+    build_definitions(settings)
+    token = settings.databricks_token_env
+    if settings.uses_databricks and not os.environ.get(token):
+        raise SettingsError(
+            f"ML_ASSETS_DEPLOYMENT={settings.deployment} runs steps on Databricks: set {token} "
+            "to a Databricks token (or name the variable that holds it with "
+            "ML_ASSETS_DATABRICKS_TOKEN_ENV)"
+        )
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from ml_assets.headless import materialize_all
 
+    preflight(settings)
     prepare_dagster_home(settings)
     demo_data_if_missing(settings, args.demo_days, args.rows_per_day)
     return materialize_all(settings)
@@ -126,6 +145,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    preflight(settings)
     demo_data_if_missing(settings, args.demo_days, DEMO_ROWS_PER_DAY)
     prepare_dagster_home(settings)
     # `dagster dev` started in the background from a script inherits an ignored SIGINT and

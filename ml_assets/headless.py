@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ingest.landing import scan_landing
@@ -17,7 +18,7 @@ from ml_assets.pipeline.keys import (
     raw_key,
 )
 from ml_assets.pipeline.spec import PipelineSpec, load_spec
-from ml_assets.settings import Settings
+from ml_assets.settings import Settings, load_settings
 from ml_assets.storage.delta import table_exists
 
 # Dagster's console logger prints every step event, and a failed step's whole traceback at
@@ -65,21 +66,33 @@ def _range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
     }
 
 
+def _root_cause(error: SerializableErrorInfo) -> SerializableErrorInfo:
+    while error.cause is not None:  # the user's exception, not Dagster's wrapper
+        error = error.cause
+    return error
+
+
 def _report(
-    result: dg.ExecuteInProcessResult, label: str, one_day: bool, champion_key: dg.AssetKey | None
+    result: dg.ExecuteInProcessResult | dg.ExecuteJobResult,
+    label: str,
+    one_day: bool,
+    champion_key: dg.AssetKey | None,
 ) -> None:
-    """The run's verdict, its failed steps, one line per check, the rows a raw table
-    quarantined and the champion it left."""
+    """The run's verdict, its failed steps (or why the run failed before any step, such as a
+    resource that could not be set up), one line per check, the rows a raw table quarantined
+    and the champion it left."""
     verdict = "succeeded" if result.success else "FAILED"
     print(f"{label} {verdict} (run {result.run_id})")
     quarantine_reported: set[dg.AssetKey] = set()
+    steps_failed = any(event.is_step_failure for event in result.all_events)
     for event in result.all_events:
         if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error.cause is not None:  # the user's exception, not the wrapper
-                error = error.cause
+            error = _root_cause(event.step_failure_data.error)
             if error.cls_name != "DagsterAssetCheckFailedError":  # its check line says it
                 print(f"  {event.step_key} failed: {error.message.strip()}")
+        elif not steps_failed and event.is_failure and event.step_key is None:
+            error = getattr(event.event_specific_data, "error", None)
+            print(f"  {_root_cause(error).message.strip() if error else event.message}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
             # A range run also records each day's verdict; the range's line sums them up.
@@ -118,18 +131,40 @@ def _execute(
     selection: list[dg.AssetKey] | None = None,
     champion_key: dg.AssetKey | None = None,
 ) -> bool:
-    """Run `job` (over `days`, a range, when given; only `selection` when given) and report."""
-    result = job.execute_in_process(
-        run_config=QUIET,
-        instance=instance,
-        tags=_range_tags(*days) if days else None,
-        asset_selection=selection,
-        raise_on_error=False,
-    )
+    """Run `job` (over `days`, a range, when given; only `selection` when given) and report.
+
+    On Databricks (dev/prod), the job is reconstructed from the code location: the step
+    launcher ships a step by rebuilding its job on the cluster, which an in-memory job cannot
+    tell it how to do."""
     label = job.name
     if selection:
         label += f" ({', '.join(key.to_user_string() for key in selection)})"
     label += f": {days[0]} .. {days[1]}" if days else ":"
+    options = {
+        "run_config": QUIET,
+        "instance": instance,
+        "tags": _range_tags(*days) if days else None,
+        "asset_selection": selection,
+        "raise_on_error": False,
+    }
+    if not load_settings().uses_databricks:
+        result = job.execute_in_process(**options)
+        _report(result, label, days is not None and days[0] == days[1], champion_key)
+        return result.success
+    recon = dg.build_reconstructable_job(
+        "ml_assets.definitions", "job_for", reconstructable_kwargs={"name": job.name}
+    )
+    try:
+        # Not entered as a context manager: that would set the resources up again, to load
+        # outputs this summary does not read.
+        result = dg.execute_job(recon, **options)
+    except dg.DagsterInvalidConfigError as error:  # resolved before the run starts
+        print(f"{label} FAILED before it started")
+        for problem in error.errors:
+            # The problem and its cause, without the traceback Dagster appends.
+            lines = problem.message.split("Stack Trace:")[0].split("\n")
+            print("  " + " ".join(line.strip() for line in lines if line.strip()))
+        return False
     _report(result, label, days is not None and days[0] == days[1], champion_key)
     return result.success
 

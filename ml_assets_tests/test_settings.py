@@ -114,3 +114,20 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_counts_as_free():
             client.recv(1)
     time.sleep(0.2)  # the last FIN/ACK: the server's side is now in TIME_WAIT
     assert not _port_in_use("127.0.0.1", port)
+
+
+def test_every_variable_the_settings_read_is_documented():
+    """A setting nobody can find is a setting nobody can use (or audit)."""
+    import re
+
+    read = set(
+        re.findall(
+            r'"(ML_ASSETS_[A-Z_]+|DATABRICKS_[A-Z_]+)"',
+            (PROJECT / "ml_assets" / "settings.py").read_text(),
+        )
+    )
+    documented = (PROJECT / "README.md").read_text() + (
+        PROJECT / "docs" / "databricks.md"
+    ).read_text()
+    assert read, "the pattern no longer finds the variables"
+    assert {name for name in read if f"`{name}`" not in documented} == set()
