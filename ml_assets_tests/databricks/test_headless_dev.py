@@ -57,18 +57,21 @@ def test_ml_assets_run_runs_the_steps_on_databricks(
         assert days.len() == DEMO_DAYS, key
 
 
-def test_ml_assets_run_names_a_missing_token_before_writing_anything(
+@pytest.mark.parametrize("command", [["run"], ["dev", "--port", "3479"]], ids=["run", "dev"])
+def test_a_missing_token_is_named_before_anything_is_written_or_started(
     dev: DevDeployment,
     without_model: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    command: list[str],
 ) -> None:
     monkeypatch.delenv("DATABRICKS_TOKEN")
     landing = dev.shared / "empty_landing"
     monkeypatch.setenv("ML_ASSETS_LANDING_ROOT", str(landing))
     monkeypatch.setenv("ML_ASSETS_HOME", str(dev.shared / "untouched_home"))
 
-    assert main(["run", "--demo-days", "30"]) == 2
+    # `dev` would otherwise serve the UI with a broken code location.
+    assert main([*command, "--demo-days", "30"]) == 2
 
     assert "set DATABRICKS_TOKEN to a Databricks token" in capsys.readouterr().err
     # No demo payments in a shared deployment's landing folder, no instance folder either.
