@@ -97,7 +97,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         build_pipeline(load_spec(path), landing_root=settings.landing_root)
         for path in settings.pipeline_specs
     ]
-    maintenance = build_maintenance_job()
+    maintenance = build_maintenance_job(require_lake=settings.deployment != "local")
     defs = dg.Definitions.merge(
         *pipelines,
         dg.Definitions(

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from ml_assets.maintenance.tables import maintain_lake, markdown
+from ml_assets.maintenance.tables import local_path, maintain_lake, markdown
 from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 
@@ -30,14 +30,16 @@ class MaintenanceConfig(dg.Config):
 
 
 def build_maintenance_job(
-    *, name: str = MAINTENANCE_JOB, tags: dict[str, str] | None = None
+    *, name: str = MAINTENANCE_JOB, tags: dict[str, str] | None = None, require_lake: bool = False
 ) -> dg.JobDefinition:
     """An op job over the resources `lake` (DeltaLake) and `mlflow_tracking` (MlflowTracking):
     for every Delta table under the lake root, compact small files, then vacuum past
     `retention_hours`, never deleting a file that a registered model version's
     `features_uri`@`features_delta_version` still needs. Reports per table: active files,
     files and bytes on disk before → after, what was compacted and vacuumed, what was kept and
-    for which model version. Fails at the end (after every other table) if a table failed."""
+    for which model version. Fails at the end (after every other table) if a table failed.
+    With `require_lake` (dev/prod), a lake root that does not exist here fails the run: a local
+    lake may not have been written yet, a shared one is then not mounted on this machine."""
 
     @dg.op(
         name="maintain_delta_tables",
@@ -51,6 +53,14 @@ def build_maintenance_job(
         lake: DeltaLake,
         mlflow_tracking: MlflowTracking,
     ) -> None:
+        root = local_path(lake.root)
+        if require_lake and root is not None and not root.exists():
+            raise dg.Failure(
+                f"lake root {lake.root} does not exist on this machine: nothing to maintain. "
+                "Run the maintenance where the lake is mounted (or use Databricks' "
+                "OPTIMIZE/VACUUM on its tables, keeping the versions models were trained on)",
+                allow_retries=False,
+            )
         reports = maintain_lake(
             lake.root,
             client=mlflow_tracking.client,

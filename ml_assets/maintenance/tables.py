@@ -14,14 +14,17 @@ import datetime as dt
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import PostCommitHookProperties
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.store.entities import PagedList
 from mlflow.tracking import MlflowClient
 
 FEATURES_URI_TAG = "features_uri"
@@ -75,20 +78,39 @@ class Lineage:
     table_version: int
 
 
-def protected_versions(client: MlflowClient) -> dict[str, list[Lineage]]:
-    """Table path (resolved) → the registered model versions trained on one of its versions."""
-    found: dict[str, list[Lineage]] = defaultdict(list)
+def _pages(search: Callable[..., PagedList], **kwargs: Any) -> Iterator[Any]:
     token = None
     while True:
-        page = client.search_model_versions(max_results=200, page_token=token)
-        for mv in page:
-            uri = mv.tags.get(FEATURES_URI_TAG)
-            version = mv.tags.get(FEATURES_VERSION_TAG)
-            if uri and version not in (None, ""):
-                found[_key(uri)].append(Lineage(mv.name, str(mv.version), int(version)))
+        page = search(max_results=100, page_token=token, **kwargs)
+        yield from page
         token = page.token
         if not token:
-            break
+            return
+
+
+def _version_tags(client: MlflowClient, mv: ModelVersion) -> Mapping[str, str]:
+    tags = mv.tags
+    if isinstance(tags, Mapping):
+        return tags
+    # Unity Catalog's search results carry no tags: MLflow's ModelVersionSearch turns `tags`
+    # into a method that raises, and says to read the version on its own.
+    return client.get_model_version(mv.name, mv.version).tags
+
+
+def protected_versions(client: MlflowClient) -> dict[str, list[Lineage]]:
+    """Table path (resolved) → the registered model versions trained on one of its versions.
+
+    Model by model: Unity Catalog searches versions only by model name (or run), and returns
+    them without tags, so each version's tags are read on their own there."""
+    found: dict[str, list[Lineage]] = defaultdict(list)
+    for model in _pages(client.search_registered_models):
+        search = f"name = '{model.name}'"
+        for mv in _pages(client.search_model_versions, filter_string=search):
+            tags = _version_tags(client, mv)
+            uri = tags.get(FEATURES_URI_TAG)
+            version = tags.get(FEATURES_VERSION_TAG)
+            if uri and version not in (None, ""):
+                found[_key(uri)].append(Lineage(mv.name, str(mv.version), int(version)))
     return dict(found)
 
 

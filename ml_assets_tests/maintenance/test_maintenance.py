@@ -8,10 +8,18 @@ import dagster as dg
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from mlflow.entities.model_registry.model_version_search import ModelVersionSearch
+from mlflow.store.entities import PagedList
 from mlflow.tracking import MlflowClient
 
 from ml_assets.maintenance import MAINTENANCE_JOB, build_maintenance_job
-from ml_assets.maintenance.tables import Lineage, find_tables, footprint, maintain_table
+from ml_assets.maintenance.tables import (
+    Lineage,
+    find_tables,
+    footprint,
+    maintain_table,
+    protected_versions,
+)
 from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets_tests.maintenance.conftest import APPENDS, DAYS, OVERWRITES, build_fragmented_table
@@ -151,3 +159,57 @@ def test_the_report_lists_protected_versions_in_table_version_order(lake: Path) 
         uri, retention_hours=0, target_size=1 << 20, dry_run=True, protected=registered
     )
     assert report.protected_note == "v0 (model m v1); v3 (model m v3); v5 (model m v7)"
+
+
+class UnityCatalogLikeClient(MlflowClient):
+    """The real (sqlite) registry, answering version searches the way MLflow's Unity Catalog
+    store does: only by model name (or run), with results of MLflow's own class for them,
+    ModelVersionSearch, whose `tags` is a method that raises."""
+
+    def search_model_versions(self, filter_string=None, **kwargs):
+        if not filter_string or not filter_string.startswith(("name", "run_id")):
+            raise ValueError(f"Unity Catalog needs a name or run_id filter, got {filter_string!r}")
+        page = super().search_model_versions(filter_string=filter_string, **kwargs)
+        return PagedList(
+            [
+                ModelVersionSearch(mv.name, mv.version, mv.creation_timestamp, source=mv.source)
+                for mv in page
+            ],
+            page.token,
+        )
+
+
+def test_versions_are_protected_with_a_unity_catalog_registry(
+    lake: Path, registry_uri: str, tmp_path: Path
+) -> None:
+    uri = str(lake / "fraud" / "features" / "transaction_features")
+    _register(registry_uri, uri, 3, tmp_path / "model")
+
+    lineage = protected_versions(
+        UnityCatalogLikeClient(tracking_uri=registry_uri, registry_uri=registry_uri)
+    )
+
+    assert lineage == {str(Path(uri).resolve()): [Lineage("fraud_detector", "1", 3)]}
+
+
+def test_a_lake_root_that_does_not_exist_fails_outside_local(tmp_path: Path, registry_uri: str):
+    """E.g. a Unity Catalog volume not mounted on the orchestrator: reporting zero tables as a
+    success every night would hide that nothing is maintained."""
+    missing = tmp_path / "Volumes" / "ml" / "prod" / "lake"
+    job = build_maintenance_job(require_lake=True)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            resources={
+                "lake": DeltaLake(root=str(missing)),
+                "mlflow_tracking": MlflowTracking(tracking_uri=registry_uri),
+            },
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert f"lake root {missing} does not exist on this machine" in str(
+        failure.step_failure_data.user_failure_data.description
+    )
+    # Locally, a lake nothing was written to yet is simply empty.
+    assert _run(missing, registry_uri).success
