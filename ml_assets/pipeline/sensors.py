@@ -112,30 +112,23 @@ class SourceTick:
     unchanged: int = 0
 
 
-@dataclass(frozen=True)
-class IngestedDay:
-    """A day of a raw asset, as its latest materialization left it."""
-
-    at_ns: int  # when the run behind it started
-    # SHA-256 of each landing file that run loaded, by name; None when the run did not succeed
-    # (a failed gate, a failed feature step): its files are then worth ingesting again as is.
-    digests: Mapping[str, str] | None = None
+# When each of the given days was last ingested (ns), for the days a source's raw asset has.
+IngestedAt = Callable[[set[dt.date]], Mapping[dt.date, int]]
+# For the given days, the SHA-256 of each landing file (by name) their last load read, for the
+# days whose last load can be trusted to be what the lake holds.
+LoadedDigests = Callable[[set[dt.date]], Mapping[dt.date, Mapping[str, str]]]
 
 
-# The given days that a source's raw asset has, as last ingested.
-IngestedDays = Callable[[set[dt.date]], Mapping[dt.date, IngestedDay]]
-
-
-def _loaded_as_is(path: Path, ingested: IngestedDay | None) -> bool:
-    """Whether `path` holds the very bytes its day was last ingested from."""
-    if ingested is None or ingested.digests is None or path.name not in ingested.digests:
+def _loaded_as_is(path: Path, digests: Mapping[str, str] | None) -> bool:
+    """Whether `path` holds the very bytes its day was last loaded from."""
+    if digests is None or path.name not in digests:
         return False
     try:
         with path.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:  # gone or unreadable since the listing: the ingestion will say why
         return False
-    return digest == ingested.digests[path.name]
+    return digest == digests[path.name]
 
 
 def scan_source(
@@ -144,19 +137,20 @@ def scan_source(
     landing_root: Path,
     cursor: Cursor,
     now_ns: int,
-    ingested: IngestedDays | None = None,
+    ingested_at: IngestedAt | None = None,
+    loaded_digests: LoadedDigests | None = None,
 ) -> SourceTick:
     """What is new in one source's landing folder since `cursor`.
 
-    `ingested` skips files whose day was ingested after they last changed: they are already
+    `ingested_at` skips files whose day was ingested after they last changed: they are already
     in the lake (ingested by `ml-assets run`, by a run whose range covered the day, or by an
     instance whose sensor state was reset), so the cursor moves past them without requesting
-    their days again. It also skips files that changed on disk but not in content (a `touch`,
-    the same file delivered again), when the last ingestion of their day loaded these very
-    bytes and its run succeeded: ingesting them again would rewrite the day and its features
-    and count them as new training data. A file for a day whose daily partition does not exist
-    yet (today, UTC, or later) is requested once it does; one for a day before the pipeline's
-    `start_date` is reported and never ingested.
+    their days again. `loaded_digests` also skips files that changed on disk but not in content
+    (a `touch`, the same file delivered again) when their day's last load read these very
+    bytes: ingesting them again would rewrite the day and its features and count them as new
+    training data. Only files that changed after their day's ingestion are hashed. A file for
+    a day whose daily partition does not exist yet (today, UTC, or later) is requested once it
+    does; one for a day before the pipeline's `start_date` is reported and never ingested.
     """
     source = spec.sources[source_name]
     folder = spec.landing_folder(source_name, landing_root)
@@ -180,15 +174,16 @@ def scan_source(
     early = {f.day for f in ready if f.day > last_day}
     due = {day for day in cursor.early_days if day <= last_day}
     in_range = [f for f in ready if first_day <= f.day <= last_day]
-    changed, fresh = in_range, in_range
-    if ingested is not None and in_range:
-        latest = ingested({f.day for f in in_range})
-        changed = [
-            f
-            for f in in_range
-            if f.day not in latest or max(f.changed_ns, f.modified_ns) >= latest[f.day].at_ns
+    changed = fresh = in_range
+    if ingested_at is not None and in_range:
+        latest = ingested_at({f.day for f in in_range})
+        changed = fresh = [
+            f for f in in_range if max(f.changed_ns, f.modified_ns) >= latest.get(f.day, -1)
         ]
-        fresh = [f for f in changed if not _loaded_as_is(f.path, latest.get(f.day))]
+        again = {f.day for f in changed if f.day in latest}
+        if loaded_digests is not None and again:
+            digests = loaded_digests(again)
+            fresh = [f for f in changed if not _loaded_as_is(f.path, digests.get(f.day))]
     days = {f.day for f in fresh} | due
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
     moved = cursor.advance(handled, {f.day for f in in_range} | due)
@@ -202,44 +197,67 @@ def scan_source(
     )
 
 
-def ingested_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedDays:
-    """`IngestedDays` for one raw asset, from each day's latest materialization.
+def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedAt:
+    """`IngestedAt` for one raw asset: when the run behind each day's latest materialization
+    started. Not the materialization's own time: the run read the files before then, so a file
+    rewritten while it ran may not be in the lake. A materialization reported without a run
+    counts at its own time."""
 
-    Its time is when the run behind it started, not the materialization's own time: the run read
-    the files before then, so a file rewritten while it ran may not be in the lake. A
-    materialization reported without a run counts at its own time. The digests come from the
-    observation the raw asset records per day, taken only from that same run, and only if it
-    succeeded.
-    """
-
-    def ingested(days: set[dt.date]) -> dict[dt.date, IngestedDay]:
-        partitions = [d.isoformat() for d in days]
-        latest = latest_materializations(instance, key, partitions)
+    def ingested_at(days: set[dt.date]) -> dict[dt.date, int]:
+        latest = latest_materializations(instance, key, [d.isoformat() for d in days])
         run_ids = sorted({r.run_id for r in latest.values() if r.run_id})
         runs = instance.get_run_records(dg.RunsFilter(run_ids=run_ids)) if run_ids else []
         started = {run.dagster_run.run_id: run.start_time for run in runs if run.start_time}
-        succeeded = {
-            run.dagster_run.run_id
-            for run in runs
-            if run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-        }
-        digests = {
-            partition: record.asset_observation.metadata[SOURCE_DIGESTS].value
-            for partition, record in latest_observations(instance, key, partitions).items()
-            if partition in latest
-            and record.run_id == latest[partition].run_id
-            and record.run_id in succeeded
-            and record.asset_observation is not None
-            and SOURCE_DIGESTS in record.asset_observation.metadata
-        }
         return {
-            dt.date.fromisoformat(p): IngestedDay(
-                int(started.get(r.run_id, r.timestamp) * 1e9), digests.get(p)
-            )
+            dt.date.fromisoformat(p): int(started.get(r.run_id, r.timestamp) * 1e9)
             for p, r in latest.items()
         }
 
-    return ingested
+    return ingested_at
+
+
+def loaded_digests(instance: dg.DagsterInstance, key: dg.AssetKey) -> LoadedDigests:
+    """`LoadedDigests` for one raw asset, from the observation it records per day.
+
+    A day's digests count only when they come from the run behind its latest materialization,
+    that run succeeded, and no later run tried to materialize the day. After a failed run (a
+    broken re-delivery, a failed gate or feature step) the day shows as failed, and its file is
+    ingested again even with the bytes of the last good load: that is how a user retries it.
+    """
+
+    def digests(days: set[dt.date]) -> dict[dt.date, Mapping[str, str]]:
+        partitions = [d.isoformat() for d in days]
+        latest = latest_materializations(instance, key, partitions)
+        run_ids = sorted({r.run_id for r in latest.values() if r.run_id})
+        succeeded = (
+            {
+                run.dagster_run.run_id
+                for run in instance.get_run_records(
+                    dg.RunsFilter(run_ids=run_ids, statuses=[dg.DagsterRunStatus.SUCCESS])
+                )
+            }
+            if run_ids
+            else set()
+        )
+        found = {}
+        for partition, record in latest_observations(instance, key, partitions).items():
+            loaded = latest.get(partition)
+            observation = record.asset_observation
+            if (
+                loaded is None
+                or record.run_id != loaded.run_id
+                or loaded.run_id not in succeeded
+                or observation is None
+                or SOURCE_DIGESTS not in observation.metadata
+            ):
+                continue
+            tried = instance.get_latest_planned_materialization_info(key, partition)
+            if tried is not None and tried.run_id != loaded.run_id:
+                continue
+            found[dt.date.fromisoformat(partition)] = observation.metadata[SOURCE_DIGESTS].value
+        return found
+
+    return digests
 
 
 def plan_ingestion(
@@ -363,10 +381,8 @@ def resolve_pending(
             )
     ingested = {}
     for source, days in pending.days.items():
-        latest = ingested_days(instance, raw_key(spec, source))(set(days))
-        ingested[source] = {
-            d for d in days if d in latest and latest[d].at_ns >= pending.requested_ns
-        }
+        at = ingestion_times(instance, raw_key(spec, source))(set(days))
+        ingested[source] = {d for d in days if at.get(d, -1) >= pending.requested_ns}
     if runs or all(ingested[s] == set(days) for s, days in pending.days.items()):
         return IngestionOutcome(ingested, retry={})
     if now_ns - pending.requested_ns > PENDING_EXPIRY_NS:
@@ -487,7 +503,8 @@ def build_landing_sensor(
                 landing_root,
                 Cursor.parse(sources.get(name)),
                 now_ns,
-                ingested_days(context.instance, raw_key(spec, name)),
+                ingestion_times(context.instance, raw_key(spec, name)),
+                loaded_digests(context.instance, raw_key(spec, name)),
             )
             for name in spec.sources
         }

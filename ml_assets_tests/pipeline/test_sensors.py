@@ -421,6 +421,24 @@ def test_an_unchanged_file_of_a_day_whose_last_run_failed_is_ingested_again_when
     assert _summary(landing.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
 
 
+def test_a_restored_file_is_ingested_again_after_its_broken_redelivery_failed(
+    settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    """The broken file failed its day's run (the lake kept the last good load, the UI shows the
+    day failed). Putting the good file back, byte for byte, must retry the day."""
+    landing, run = _ingested_demo_days(settings, instance, days=3)
+    day_file = landing.folder / f"{_day(2)}.csv"
+    good = day_file.read_bytes()
+    day_file.write_text('event_id,customer_id\n"unterminated,c2\n')
+    [broken] = landing.tick(instance).run_requests
+    assert not run(broken)
+    time.sleep(0.05)
+
+    day_file.write_bytes(good)
+
+    assert _summary(landing.tick(instance)) == [((_day(2), _day(2)), [RAW_TX, FEATURES])]
+
+
 def _late_file_for_day_2(landing: Landing, instance: dg.DagsterInstance):
     """Twelve days ingested and built, then a late file for day 2: the tick that sees it."""
     landing.add_days(*JAN[:12])
