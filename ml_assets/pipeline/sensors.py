@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from ml_assets.ingest.landing import scan_landing
+from ml_assets.ingest.landing import BadLandingFile, files_for_day, scan_landing
 from ml_assets.pipeline.automation import latest_materializations, latest_observations
 from ml_assets.pipeline.keys import (
     FAILED_PARTITIONS,
@@ -131,6 +131,13 @@ def _loaded_as_is(path: Path, digests: Mapping[str, str] | None) -> bool:
     return digest == digests[path.name]
 
 
+def _still_landed(folder: Path, day: dt.date, suffixes: tuple[str, ...]) -> bool:
+    try:
+        return bool(files_for_day(folder, day, suffixes)[0])
+    except BadLandingFile:  # there is a file, unsafe to read: its ingestion says so
+        return True
+
+
 def scan_source(
     spec: PipelineSpec,
     source_name: str,
@@ -172,7 +179,9 @@ def scan_source(
         if f.day < first_day
     ]
     early = {f.day for f in ready if f.day > last_day}
-    due = {day for day in cursor.early_days if day <= last_day}
+    ripe = {day for day in cursor.early_days if day <= last_day}
+    # A file removed while it waited would make a run that fails for want of it.
+    due = {day for day in ripe if _still_landed(folder, day, source.file_suffixes)}
     in_range = [f for f in ready if first_day <= f.day <= last_day]
     changed = fresh = in_range
     if ingested_at is not None and in_range:
@@ -189,7 +198,7 @@ def scan_source(
     moved = cursor.advance(handled, {f.day for f in in_range} | due)
     return SourceTick(
         days=days,
-        cursor=replace(moved, early_days=tuple(sorted(set(cursor.early_days) - due | early))),
+        cursor=replace(moved, early_days=tuple(sorted(set(cursor.early_days) - ripe | early))),
         waiting=len(new) - len(ready),
         problems=messages,
         already_ingested=len(in_range) - len(changed),

@@ -774,12 +774,15 @@ def test_files_before_their_partition_exists_wait_for_it_and_never_stop_the_tick
         logged
     )
 
-    # The next day: today's partition exists, and its file is requested without a new file.
+    # The next day: today's partition exists, and its file is requested without a new file
+    # (played here by yesterday's file, already handled: the cursor cannot be moved in time).
+    # A waiting day whose file was removed meanwhile is dropped: its run would fail.
     state = json.loads(transactions.cursor)
     waited = Cursor.parse(state["sources"]["transactions"])
-    earlier = yesterday - dt.timedelta(days=5)
-    state["sources"]["transactions"] = replace(waited, early_days=(earlier, later)).dump()
+    removed = yesterday - dt.timedelta(days=5)
+    waiting = (removed, yesterday, later)
+    state["sources"]["transactions"] = replace(waited, early_days=waiting).dump()
     transactions.cursor = json.dumps(state)
     released = transactions.tick()
-    assert _summary(released) == [((earlier, earlier), [RAW_TX, FEATURES])]
+    assert _summary(released) == [((yesterday, yesterday), [RAW_TX, FEATURES])]
     assert transactions.source_cursor(released.cursor).early_days == (later,)
