@@ -84,7 +84,6 @@ def _build_check(
                 severity=_SEVERITY[rule_spec.severity],
                 metadata={"summary": f"no Delta table at {uri}"},
             )
-        frame = delta.scan(uri, partitions=days).collect()
         history = partition_row_counts(uri) if rule == "row_count" else None
         results = evaluate_days(rule, table, frame, days, history)
         passed = all(r.passed for r in results)
@@ -93,19 +92,18 @@ def _build_check(
                 f"{key.to_user_string()} {rule} failed: "
                 + "; ".join(f"{r.day}: {r.summary}" for r in results if not r.passed)
             )
-        if blocking:
-            # Each day of a range run also gets its own verdict, which automation waits for
-            # (one event per day: only where automation needs it).
-            record_day_verdicts(
-                context,
-                dg.AssetCheckKey(key, rule),
-                [
-                    DayVerdict(r.day.isoformat(), r.passed, r.summary, check_metadata([r]))
-                    for r in results
-                ],
-                severity=_SEVERITY[rule_spec.severity],
-                blocking=blocking,
-            )
+        # Each day of a range run also gets its own verdict: automation waits for the blocking
+        # ones, and without them the UI shows every day of the range as skipped.
+        record_day_verdicts(
+            context,
+            dg.AssetCheckKey(key, rule),
+            [
+                DayVerdict(r.day.isoformat(), r.passed, r.summary, check_metadata([r]))
+                for r in results
+            ],
+            severity=_SEVERITY[rule_spec.severity],
+            blocking=blocking,
+        )
         return dg.AssetCheckResult(
             passed=passed,
             severity=_SEVERITY[rule_spec.severity],

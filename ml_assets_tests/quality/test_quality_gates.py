@@ -160,3 +160,37 @@ def raw_key_of(name: str) -> dg.AssetKey:
 
 def feature_key_of(name: str) -> dg.AssetKey:
     return dg.AssetKey(["fraud", "features", name])
+
+
+def test_a_range_run_gives_every_check_a_verdict_per_day(deployment):
+    """Warn rules too: without per-day verdicts the UI lists every day of a range run as
+    skipped, even the day the rule failed on."""
+    _, run = deployment
+    days = [(DEMO_START + dt.timedelta(days=d)).isoformat() for d in range(DAYS)]
+    result = run(
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        }
+    )
+
+    per_day: dict[tuple[str, str], dict[str, bool]] = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            if check.partition is not None:
+                key = (check.asset_key.to_user_string(), check.check_name)
+                per_day.setdefault(key, {})[check.partition] = check.passed
+    warn_rules = {
+        key
+        for key, check in _evaluations(result).items()
+        if check.severity == dg.AssetCheckSeverity.WARN
+    }
+    assert warn_rules, "the demo spec has warn rules"
+    for key in warn_rules:
+        assert sorted(per_day.get(key, {})) == days, key
+    assert per_day[("fraud/raw/transactions", "null_rate")] == {
+        days[0]: True,
+        days[1]: True,
+        BROKEN.isoformat(): False,
+    }
