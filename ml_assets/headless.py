@@ -18,7 +18,7 @@ from ml_assets.pipeline.keys import (
     raw_key,
 )
 from ml_assets.pipeline.spec import PipelineSpec, load_spec
-from ml_assets.settings import Settings, load_settings
+from ml_assets.settings import Settings, load_settings, redact_uri
 from ml_assets.storage.delta import table_exists
 
 # Dagster's console logger prints every step event, and a failed step's whole traceback at
@@ -237,6 +237,7 @@ def materialize_all(settings: Settings) -> int:
             if key.path[0] == spec.name and table_exists(uri):
                 print(f"  {key.to_user_string():45s} {uri}")
         if spec.model is not None:
-            print(f"  MLflow: {settings.mlflow_tracking_uri} (`ml-assets mlflow-ui` to browse)")
+            tracking = redact_uri(settings.mlflow_tracking_uri)
+            print(f"  MLflow: {tracking} (`ml-assets mlflow-ui` to browse)")
     print(f"Dagster instance (history for `ml-assets dev`): {settings.dagster_home}")
     return status

@@ -7,6 +7,7 @@ resources built from these settings differ instead.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,15 @@ def _pipeline_specs(env: Mapping[str, str]) -> tuple[Path, ...]:
     return tuple(specs)
 
 
+# The password of a URI's user info: `postgresql://ml:<password>@db/mlflow`.
+_URI_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the password of any URI in it replaced by `***`, for printing."""
+    return _URI_PASSWORD.sub(r"\1:***@", text)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     deployment = env.get("ML_ASSETS_DEPLOYMENT", "local").strip() or "local"
@@ -161,7 +171,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     staging = env.get("ML_ASSETS_DATABRICKS_CODE_DIR")
     token_env = (env.get("ML_ASSETS_DATABRICKS_TOKEN_ENV") or "DATABRICKS_TOKEN").strip()
-    # Never forward a credential-looking variable, whatever its prefix.
+    # Never forward a credential-looking variable, whatever its prefix, nor a URI with a
+    # password in it (a database-backed MLflow store): the cluster's run config is stored.
     remote_env = tuple(
         sorted(
             (k, v)
@@ -169,6 +180,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if (
                 (k.startswith("ML_ASSETS_") or k == "DATABRICKS_HOST")
                 and not any(word in k for word in ("TOKEN", "SECRET", "PASSWORD", "WEBHOOK"))
+                and redact_uri(v) == v
             )
             or k == "ML_ASSETS_DATABRICKS_TOKEN_SECRET"
         )

@@ -131,3 +131,26 @@ def test_every_variable_the_settings_read_is_documented():
     ).read_text()
     assert read, "the pattern no longer finds the variables"
     assert {name for name in read if f"`{name}`" not in documented} == set()
+
+
+def test_credentials_are_not_forwarded_to_the_cluster_nor_printed(tmp_path):
+    """The cluster's run config (and with it these variables) is stored in DBFS."""
+    from ml_assets.settings import redact_uri
+
+    store = "postgresql://ml:S3cretPw@db.internal/mlflow"
+    settings = load_settings(
+        {
+            "ML_ASSETS_DEPLOYMENT": "dev",
+            "ML_ASSETS_LAKE_ROOT": str(tmp_path / "lake"),
+            "ML_ASSETS_LANDING_ROOT": str(tmp_path / "landing"),
+            "ML_ASSETS_MLFLOW_TRACKING_URI": store,
+            "DATABRICKS_HOST": "https://dbc-1.cloud.databricks.com",
+            "DATABRICKS_TOKEN": "dapi-FAKE-SECRET-123",
+        }
+    )
+    forwarded = dict(settings.remote_env)
+    assert forwarded["ML_ASSETS_LAKE_ROOT"] == str(tmp_path / "lake")
+    assert forwarded["DATABRICKS_HOST"] == "https://dbc-1.cloud.databricks.com"
+    assert "S3cretPw" not in repr(forwarded) and "FAKE-SECRET" not in repr(forwarded)
+    assert redact_uri(f"MLflow: {store}") == "MLflow: postgresql://ml:***@db.internal/mlflow"
+    assert redact_uri("sqlite:///home/me/mlflow.db") == "sqlite:///home/me/mlflow.db"
