@@ -30,6 +30,13 @@ from ml_assets.tracking.mlflow_resource import MlflowTracking
 # BackfillPolicy is marked beta, but single-run backfills are what keep a 90-day backfill one
 # run (and one commit per table) instead of 90; we rely on it knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+# Likewise: partitioned checks give each day its own verdict, and the automation sensor needs the
+# code server for our own condition (WrittenAfterFirstChampion). Repeated on every definitions
+# load, these buried the summary of `ml-assets run`.
+warnings.filterwarnings(
+    "ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*"
+)
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*use_user_code_server.*")
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
@@ -204,7 +205,9 @@ def _materialize_pipeline(
 
 def materialize_all(settings: Settings) -> int:
     """Materialize each pipeline's graph over the days its landing folders hold."""
-    defs = build_definitions(settings)
+    defs = build_definitions(settings)  # imports MLflow, which sets its loggers up
+    # MLflow's INFO lines (database migrations, input example checks) buried the summary.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     instance = dg.DagsterInstance.get()
     status = 0
     for path in settings.pipeline_specs:
@@ -232,6 +235,7 @@ def materialize_all(settings: Settings) -> int:
         if not _materialize_pipeline(defs, instance, spec, landed):
             status = 1
         graph = defs.resolve_asset_graph()
+        print(f"{spec.name}: the Delta tables, and where they are")
         for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.path):
             uri = "/".join([settings.lake_root, *key.path])
             if key.path[0] == spec.name and table_exists(uri):
