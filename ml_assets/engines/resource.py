@@ -25,7 +25,7 @@ from ml_assets.storage.io_manager import (
     DeltaIOManager,
     DeltaLake,
     output_partitions,
-    write_metadata,
+    report_write,
 )
 
 _SESSIONS: dict[str | None, Any] = {}
@@ -134,4 +134,4 @@ class EngineDeltaIOManager(DeltaIOManager):
         result = spark_delta.write_partitions(
             obj, self.lake.table_uri(context.asset_key), partitions=partitions
         )
-        context.add_output_metadata(write_metadata(context, result, partitions))
+        report_write(context, result, partitions)

@@ -70,42 +70,20 @@ def follow_condition() -> dg.AutomationCondition:
     ).with_label("follow a new candidate once its gates passed")
 
 
-def _latest_events(
-    instance: dg.DagsterInstance,
-    key: dg.AssetKey,
-    partitions: Sequence[str],
-    event_type: DagsterEventType,
+def latest_materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str]
 ) -> dict[str, dg.EventLogRecord]:
-    """The latest event of `event_type` of each of `partitions` that has one, in two queries."""
+    """The latest materialization of each of `partitions` that has one, in two queries."""
     storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        key, event_type, set(partitions)
+        key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
     )
     wanted = [storage_ids[p] for p in partitions if p in storage_ids]
     if not wanted:
         return {}
-    fetch = (
-        instance.fetch_observations
-        if event_type == DagsterEventType.ASSET_OBSERVATION
-        else instance.fetch_materializations
-    )
-    records = fetch(
+    records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, storage_ids=wanted), limit=len(wanted)
     ).records
     return {record.partition_key: record for record in records if record.partition_key}
-
-
-def latest_materializations(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str]
-) -> dict[str, dg.EventLogRecord]:
-    """The latest materialization of each of `partitions` that has one."""
-    return _latest_events(instance, key, partitions, DagsterEventType.ASSET_MATERIALIZATION)
-
-
-def latest_observations(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str]
-) -> dict[str, dg.EventLogRecord]:
-    """The latest observation of each of `partitions` that has one."""
-    return _latest_events(instance, key, partitions, DagsterEventType.ASSET_OBSERVATION)
 
 
 class WrittenAfterFirstChampion(dg.AutomationCondition[dg.AssetKey]):

@@ -36,7 +36,6 @@ from ml_assets.pipeline.training import (
     HOLDOUT_START_TAG,
     TRAIN_START_TAG,
 )
-from ml_assets.quality.rules import partition_row_counts
 from ml_assets.storage import delta
 from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import DeltaLake
@@ -249,7 +248,8 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         now = dt.datetime.now(dt.UTC)
         version = int(champion.version)
         feature_table = lake.table_uri(feature_key(spec, model.features))
-        first = min((d for d, n in partition_row_counts(feature_table).items() if n), default=None)
+        counts = delta.partition_row_counts(feature_table)
+        first = min((d for d, n in counts.items() if n), default=None)
         warming = [day for day in days if first is not None and day < first + warm_up]
         if warming:
             context.log.info(

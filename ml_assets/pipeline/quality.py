@@ -22,7 +22,6 @@ from ml_assets.quality.rules import (
     TableRules,
     before_write_failures,
     evaluate_days,
-    partition_row_counts,
     rules_for_feature,
     rules_for_source,
 )
@@ -84,7 +83,7 @@ def _build_check(
                 severity=_SEVERITY[rule_spec.severity],
                 metadata={"summary": f"no Delta table at {uri}"},
             )
-        history = partition_row_counts(uri) if rule == "row_count" else None
+        history = delta.partition_row_counts(uri) if rule == "row_count" else None
         results = evaluate_days(rule, table, frame, days, history)
         passed = all(r.passed for r in results)
         if not passed:
@@ -148,7 +147,7 @@ def enforce_before_write(
     table = rules_for_source(source_name, spec.sources[source_name])
     if not any(table.rule(r).before_write for r in table.enabled()):
         return
-    history = partition_row_counts(uri) if table.quality.row_count.before_write else None
+    history = delta.partition_row_counts(uri) if table.quality.row_count.before_write else None
     failures = before_write_failures(table, rows, days, history)
     if failures:
         raise dg.Failure(

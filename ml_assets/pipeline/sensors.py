@@ -18,7 +18,7 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from ml_assets.ingest.landing import BadLandingFile, files_for_day, scan_landing
-from ml_assets.pipeline.automation import latest_materializations, latest_observations
+from ml_assets.pipeline.automation import latest_materializations
 from ml_assets.pipeline.keys import (
     FAILED_PARTITIONS,
     SOURCE_DIGESTS,
@@ -225,6 +225,11 @@ def ingestion_times(instance: dg.DagsterInstance, key: dg.AssetKey) -> IngestedA
     return ingested_at
 
 
+# Observations a raw asset's write records per day, at most: its digests and the IO manager's
+# row count.
+OBSERVATIONS_PER_WRITE = 4
+
+
 def loaded_digests(instance: dg.DagsterInstance, key: dg.AssetKey) -> LoadedDigests:
     """`LoadedDigests` for one raw asset, from the observation it records per day.
 
@@ -249,21 +254,30 @@ def loaded_digests(instance: dg.DagsterInstance, key: dg.AssetKey) -> LoadedDige
             else set()
         )
         found = {}
-        for partition, record in latest_observations(instance, key, partitions).items():
-            loaded = latest.get(partition)
-            observation = record.asset_observation
-            if (
-                loaded is None
-                or record.run_id != loaded.run_id
-                or loaded.run_id not in succeeded
-                or observation is None
-                or SOURCE_DIGESTS not in observation.metadata
-            ):
+        for partition, loaded in latest.items():
+            if loaded.run_id not in succeeded:
                 continue
             tried = instance.get_latest_planned_materialization_info(key, partition)
             if tried is not None and tried.run_id != loaded.run_id:
                 continue
-            found[dt.date.fromisoformat(partition)] = observation.metadata[SOURCE_DIGESTS].value
+            # The day's observations, newest first: the IO manager's row count may follow the
+            # digests within the same run.
+            for record in instance.fetch_observations(
+                dg.AssetRecordsFilter(
+                    asset_key=key,
+                    asset_partitions=[partition],
+                    before_storage_id=loaded.storage_id,
+                ),
+                limit=OBSERVATIONS_PER_WRITE,
+            ).records:
+                observation = record.asset_observation
+                if record.run_id != loaded.run_id or observation is None:
+                    break  # an earlier run's: this load recorded no digests
+                if SOURCE_DIGESTS in observation.metadata:
+                    found[dt.date.fromisoformat(partition)] = observation.metadata[
+                        SOURCE_DIGESTS
+                    ].value
+                    break
         return found
 
     return digests

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable
 
 from ml_assets.pipeline.spec import POLARS_TYPES, FeatureSpec, QualitySpec, RuleSpec, SourceSpec
 from ml_assets.storage.delta import PARTITION_COLUMN
@@ -350,22 +349,6 @@ def evaluate_days(
     # Days of the frame count as history for the days after them (range runs, before writes).
     history.update({d: part.height for d, part in by_day.items()})
     return [evaluate_rule(rule, table, by_day.get(d, empty), d, history) for d in days]
-
-
-def partition_row_counts(uri: str) -> dict[dt.date, int]:
-    """Rows per daily partition, from the Delta log's file statistics (no data file is read)."""
-    if not DeltaTable.is_deltatable(uri):
-        return {}
-    actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
-    column = f"partition.{PARTITION_COLUMN}"
-    if actions.is_empty() or column not in actions.columns:
-        return {}
-    counts = actions.group_by(column).agg(pl.col("num_records").sum())
-    result = {}
-    for value, rows in counts.iter_rows():
-        day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
-        result[day] = int(rows)
-    return result
 
 
 def before_write_failures(

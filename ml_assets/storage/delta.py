@@ -76,6 +76,22 @@ def partition_predicate(column: str, values: Sequence[PartitionValue]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
+def partition_row_counts(uri: str) -> dict[dt.date, int]:
+    """Rows per daily partition, from the Delta log's file statistics (no data file is read)."""
+    if not DeltaTable.is_deltatable(uri):
+        return {}
+    actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
+    column = f"partition.{PARTITION_COLUMN}"
+    if actions.is_empty() or column not in actions.columns:
+        return {}
+    counts = actions.group_by(column).agg(pl.col("num_records").sum())
+    result = {}
+    for value, rows in counts.iter_rows():
+        day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+        result[day] = int(rows)
+    return result
+
+
 def table_exists(uri: str) -> bool:
     return DeltaTable.is_deltatable(uri)
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 import polars as pl
+from deltalake.exceptions import DeltaError
 from pydantic import Field
 
 from ml_assets.storage import delta
@@ -65,24 +66,45 @@ def _reported_descriptions(context: dg.OutputContext) -> dict[str, str]:
     return {c.name: c.description for c in schema.columns if c.description}
 
 
-def write_metadata(
+def report_write(
     context: dg.OutputContext,
     result: delta.WriteResult,
     partitions: list[delta.PartitionValue] | None,
-) -> dict[str, object]:
+) -> None:
     """What every Delta write reports, whichever engine wrote it.
 
     The column schema is the one written, with the descriptions the asset reported: this
-    metadata replaces the asset's own `dagster/column_schema`.
+    metadata replaces the asset's own `dagster/column_schema`. A range write's metadata is
+    copied to every day's materialization (dagster#18123), so its row count there would be the
+    whole range's: each day's own count goes into an observation of that day instead, from the
+    Delta log's file statistics.
     """
-    return {
-        "dagster/row_count": result.rows_written,
-        "dagster/uri": result.uri,
-        "dagster/column_schema": column_schema(result.schema, _reported_descriptions(context)),
-        "delta_version": result.version,
-        "table_row_count": result.table_rows,
-        "partitions_written": len(partitions) if partitions is not None else 0,
-    }
+    several = partitions is not None and len(partitions) > 1
+    context.add_output_metadata(
+        {
+            ("rows_written" if several else "dagster/row_count"): result.rows_written,
+            "dagster/uri": result.uri,
+            "dagster/column_schema": column_schema(result.schema, _reported_descriptions(context)),
+            "delta_version": result.version,
+            "table_row_count": result.table_rows,
+            "partitions_written": len(partitions) if partitions is not None else 0,
+        }
+    )
+    if not several:
+        return
+    try:
+        rows = delta.partition_row_counts(result.uri)
+    except DeltaError as error:  # e.g. a table feature of Spark's that delta-rs cannot read
+        context.log.warning(f"no row count per day for {result.uri}: {error}")
+        return
+    for value in partitions:
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key,
+                partition=delta.partition_text(value),
+                metadata={"dagster/row_count": rows.get(value, 0)},
+            )
+        )
 
 
 class DeltaLake(dg.ConfigurableResource):
@@ -117,7 +139,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         partitions = output_partitions(context)
         uri = self.lake.table_uri(context.asset_key)
         result = delta.write_partitions(uri, obj, partitions=partitions)
-        context.add_output_metadata(write_metadata(context, result, partitions))
+        report_write(context, result, partitions)
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame | pl.DataFrame:
         asset_key = context.asset_key

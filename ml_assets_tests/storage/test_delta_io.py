@@ -128,6 +128,22 @@ def test_single_run_backfill_writes_every_day_in_one_commit(tmp_path, resources)
     assert len(materialized) == 31
 
 
+def test_a_range_write_reports_each_days_own_row_count(tmp_path, resources):
+    """A range run's metadata is copied to every day's materialization: a row count there would
+    be the whole range's (93 rows on each of 31 days)."""
+    result = dg.materialize([daily], resources=resources, tags=_range("2026-01-01", "2026-01-31"))
+
+    [first, *_] = result.get_asset_materialization_events()
+    assert "dagster/row_count" not in first.materialization.metadata
+    assert first.materialization.metadata["rows_written"].value == 31 * 3
+    per_day = {
+        event.partition: event.asset_observation_data.asset_observation.metadata
+        for event in result.get_asset_observation_events()
+    }
+    assert len(per_day) == 31
+    assert {m["dagster/row_count"].value for m in per_day.values()} == {3}
+
+
 def test_output_metadata_describes_the_table(tmp_path, resources):
     result = dg.materialize([daily], resources=resources, partition_key="2026-01-03")
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
