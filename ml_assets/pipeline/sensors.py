@@ -31,6 +31,8 @@ from ml_assets.pipeline.keys import (
 from ml_assets.pipeline.spec import PipelineSpec
 
 RUN_KEY_TAG = "dagster/run_key"
+# File names a log line lists before it says how many more there are.
+SHOWN_NAMES = 5
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
@@ -109,7 +111,7 @@ class SourceTick:
     problems: list[str]
     already_ingested: int = 0
     # Files changed on disk (touched, delivered again) with the bytes their day was loaded from.
-    unchanged: int = 0
+    unchanged: tuple[str, ...] = ()  # names of the files skipped for that
 
 
 # When each of the given days was last ingested (ns), for the days a source's raw asset has.
@@ -202,7 +204,7 @@ def scan_source(
         waiting=len(new) - len(ready),
         problems=messages,
         already_ingested=len(in_range) - len(changed),
-        unchanged=len(changed) - len(fresh),
+        unchanged=tuple(sorted({f.path.name for f in changed} - {f.path.name for f in fresh})),
     )
 
 
@@ -541,10 +543,17 @@ def build_landing_sensor(
                 f"{skipped} landing file(s) skipped: their days were ingested after the files "
                 "last changed"
             )
-        if unchanged := sum(tick.unchanged for tick in ticks.values()):
+        unchanged = sorted(
+            f"{source}/{n}" for source, tick in ticks.items() for n in tick.unchanged
+        )
+        if unchanged:
+            shown = ", ".join(unchanged[:SHOWN_NAMES])
+            more = (
+                f" and {len(unchanged) - SHOWN_NAMES} more" if len(unchanged) > SHOWN_NAMES else ""
+            )
             context.log.info(
-                f"{unchanged} landing file(s) skipped: changed on disk, but with the same bytes "
-                "(SHA-256) their day was last ingested from"
+                f"{len(unchanged)} landing file(s) skipped: changed on disk, but with the same "
+                f"bytes (SHA-256) their day was last ingested from: {shown}{more}"
             )
         newest_days = [tick.cursor.newest_day for tick in ticks.values() if tick.cursor.newest_day]
         newest = max(newest_days, default=None)
@@ -619,7 +628,7 @@ def build_landing_sensor(
         if not requests:
             reason = "no new landing files"
             if skipped or unchanged:
-                reason += f" ({skipped + unchanged} already ingested)"
+                reason += f" ({skipped + len(unchanged)} already ingested)"
             if still := sum(tick.waiting for tick in ticks.values()):
                 reason += f" ({still} still being written)"
             if early := sum(len(tick.cursor.early_days) for tick in ticks.values()):

@@ -377,7 +377,10 @@ def test_files_changed_on_disk_but_not_in_content_are_not_ingested_again(
     assert result.run_requests == []
     assert result.skip_message == "no new landing files (2 already ingested)"
     logged = capsys.readouterr().err + caplog.text
-    assert "2 landing file(s) skipped: changed on disk, but with the same bytes" in logged
+    assert (
+        "2 landing file(s) skipped: changed on disk, but with the same bytes (SHA-256) their day "
+        "was last ingested from: transactions/2026-01-02.csv, transactions/2026-01-03.csv"
+    ) in logged
     # New bytes (the same rows in another order) are ingested again.
     header, *rows = touched.read_text().splitlines()
     touched.write_text("\n".join([header, *reversed(rows)]) + "\n")
