@@ -75,14 +75,14 @@ def report_write(
 
     The column schema is the one written, with the descriptions the asset reported: this
     metadata replaces the asset's own `dagster/column_schema`. A range write's metadata is
-    copied to every day's materialization (dagster#18123), so its row count there would be the
-    whole range's: each day's own count goes into an observation of that day instead, from the
-    Delta log's file statistics.
+    copied to every day's materialization (dagster#18123), so its row count there is the whole
+    range's, which the asset page shows as the asset's row count. Each day's own count goes
+    into an observation of that day, from the Delta log's file statistics.
     """
     several = partitions is not None and len(partitions) > 1
     context.add_output_metadata(
         {
-            ("rows_written" if several else "dagster/row_count"): result.rows_written,
+            "dagster/row_count": result.rows_written,
             "dagster/uri": result.uri,
             "dagster/column_schema": column_schema(result.schema, _reported_descriptions(context)),
             "delta_version": result.version,
