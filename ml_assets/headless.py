@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import dagster as dg
@@ -19,7 +20,7 @@ from ml_assets.pipeline.keys import (
     raw_key,
 )
 from ml_assets.pipeline.spec import PipelineSpec, load_spec
-from ml_assets.settings import Settings, load_settings, redact_uri
+from ml_assets.settings import Settings, redact_uri
 from ml_assets.storage.delta import table_exists
 
 # Dagster's console logger prints every step event, and a failed step's whole traceback at
@@ -127,16 +128,18 @@ def _report(
 
 def _execute(
     job: dg.JobDefinition,
-    instance: dg.DagsterInstance,
     days: tuple[dt.date, dt.date] | None = None,
     selection: list[dg.AssetKey] | None = None,
     champion_key: dg.AssetKey | None = None,
+    *,
+    instance: dg.DagsterInstance,
+    remote: bool,
 ) -> bool:
     """Run `job` (over `days`, a range, when given; only `selection` when given) and report.
 
-    On Databricks (dev/prod), the job is reconstructed from the code location: the step
-    launcher ships a step by rebuilding its job on the cluster, which an in-memory job cannot
-    tell it how to do."""
+    With `remote` (dev/prod: steps on Databricks) the job is reconstructed from the code
+    location: the step launcher ships a step by rebuilding its job on the cluster, which an
+    in-memory job cannot tell it how to do."""
     label = job.name
     if selection:
         label += f" ({', '.join(key.to_user_string() for key in selection)})"
@@ -148,7 +151,7 @@ def _execute(
         "asset_selection": selection,
         "raise_on_error": False,
     }
-    if not load_settings().uses_databricks:
+    if not remote:
         result = job.execute_in_process(**options)
         _report(result, label, days is not None and days[0] == days[1], champion_key)
         return result.success
@@ -175,31 +178,33 @@ def _materialize_pipeline(
     instance: dg.DagsterInstance,
     spec: PipelineSpec,
     landed: dict[str, set[dt.date]],
+    remote: bool,
 ) -> bool:
     """Every raw table over the days its source has files for; then each feature table over
     the days any of its inputs has (so every source's table exists when a feature day reads
     it, even when one source starts later than another); then train, validate, promote; then
     score the feature days. Stops at the first stage that failed."""
+    run = functools.partial(_execute, instance=instance, remote=remote)
     ingest = defs.resolve_job_def(ingest_job_name(spec))
     ok = True
     for source, days in landed.items():
         for first, last in contiguous_ranges(days):
-            ok = _execute(ingest, instance, (first, last), [raw_key(spec, source)]) and ok
+            ok = run(ingest, (first, last), [raw_key(spec, source)]) and ok
     if not ok:
         return False
     for name, feature in spec.features.items():
         days = set().union(*(landed.get(source, set()) for source in feature.inputs))
         for first, last in contiguous_ranges(days):
-            ok = _execute(ingest, instance, (first, last), [feature_key(spec, name)]) and ok
+            ok = run(ingest, (first, last), [feature_key(spec, name)]) and ok
     if not ok or spec.model is None:
         return ok
     train = defs.resolve_job_def(f"{spec.name}_train")
-    if not _execute(train, instance, champion_key=model_keys(spec).champion):
+    if not run(train, champion_key=model_keys(spec).champion):
         return False
     score = defs.resolve_job_def(f"{spec.name}_score")
     scored = set().union(*(landed.get(s, set()) for s in spec.features[spec.model.features].inputs))
     for first, last in contiguous_ranges(scored):
-        ok = _execute(score, instance, (first, last)) and ok
+        ok = run(score, (first, last)) and ok
     return ok
 
 
@@ -232,7 +237,7 @@ def materialize_all(settings: Settings) -> int:
             print(f"{spec.name}: no landing files under {settings.landing_root / spec.name}")
             status = 1
             continue
-        if not _materialize_pipeline(defs, instance, spec, landed):
+        if not _materialize_pipeline(defs, instance, spec, landed, settings.uses_databricks):
             status = 1
         graph = defs.resolve_asset_graph()
         print(f"{spec.name}: the Delta tables, and where they are")

@@ -104,13 +104,14 @@ def _pipeline_specs(env: Mapping[str, str]) -> tuple[Path, ...]:
     return tuple(specs)
 
 
-# The password of a URI's user info: `postgresql://ml:<password>@db/mlflow`.
-_URI_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+# The user info of a URL that carries a password: `postgresql://ml:<password>@db/mlflow`.
+# Shared with the notifications' scrubbing (ml_assets/notify/scrub.py).
+URI_PASSWORD = re.compile(r"(?<=://)([^/\s:@]*):[^/\s@]+(?=@)")
 
 
 def redact_uri(text: str) -> str:
-    """`text` with the password of any URI in it replaced by `***`, for printing."""
-    return _URI_PASSWORD.sub(r"\1:***@", text)
+    """`text` with the password of any URL in it replaced by `***`, the user kept."""
+    return URI_PASSWORD.sub(r"\1:***", text)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -180,7 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if (
                 (k.startswith("ML_ASSETS_") or k == "DATABRICKS_HOST")
                 and not any(word in k for word in ("TOKEN", "SECRET", "PASSWORD", "WEBHOOK"))
-                and redact_uri(v) == v
+                and not URI_PASSWORD.search(v)
             )
             or k == "ML_ASSETS_DATABRICKS_TOKEN_SECRET"
         )

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ml_assets.settings import URI_PASSWORD
+
 REDACTED = "[redacted]"
 
 _SECRET_KEY = re.compile(
@@ -34,7 +36,7 @@ _SECRET_VALUE_PATTERNS = [
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key id
     r"eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}",  # JWT
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
-    r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",  # user:password@ in a URL
+    URI_PASSWORD.pattern,
     r"(?i:bearer|basic)\s+[0-9A-Za-z._~+/=-]{8,}",
     # key=value / key: value pairs whose key names a credential
     r"(?i:token|secret|password|passwd|pwd|api[_-]?key)\s*[=:]\s*[^\s,;'\"]+",
