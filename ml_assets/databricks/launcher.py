@@ -8,6 +8,9 @@
 - a run that ends INTERNAL_ERROR (the cluster never came up: cloud capacity, spot loss) fails
   the step, and an asset's RetryPolicy does not cover errors raised by the launcher: we raise
   `RetryRequested` instead, so the step is submitted again;
+- its job clusters carry no trace of the Dagster run: we tag each step's cluster with the run
+  id and step key and put the step key in the Databricks run name, so billing (system tables,
+  cluster tags) and the Jobs UI can be joined back to Dagster;
 - the token is only ever `{"env": <name>}` in run config, resolved by Dagster's config system in
   the orchestrator and by a Databricks secret on the cluster (never a literal in config: the
   launcher pickles the run config to DBFS).
@@ -15,9 +18,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,28 @@ def remote_libraries(extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return [{"pypi": {"package": spec}} for spec in [*pins, *extra]]
 
 
+# Cluster tag values end up as cloud resource tags (AWS, Azure, GCP labels): keep to the
+# characters and length all three accept.
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/=+@-]")
+TAG_VALUE_MAX = 256
+
+
+def tagged_for_step(run_config: Mapping[str, Any], run_id: str, step_key: str) -> dict[str, Any]:
+    """`run_config` for one step: the Databricks run named after the step, and its job cluster
+    tagged `dagster_run_id` and `dagster_step`."""
+    tagged = copy.deepcopy(dict(run_config))
+    tagged["run_name"] = f"{run_config['run_name']}: {step_key}"
+    cluster = tagged["cluster"]["new"]
+    cluster["custom_tags"] = [
+        *cluster.get("custom_tags", []),
+        *[
+            {"key": key, "value": _TAG_UNSAFE.sub("_", value)[:TAG_VALUE_MAX]}
+            for key, value in {"dagster_run_id": run_id, "dagster_step": step_key}.items()
+        ],
+    ]
+    return tagged
+
+
 def check_zip_safe(path: Path) -> None:
     """Refuse a staging folder the launcher's zip would silently empty."""
     hits = [p for p in DEFAULT_EXCLUDE if re.search(p, str(path.resolve()) + "/")]
@@ -82,7 +109,8 @@ def stage_package(root: Path) -> Path:
 
 
 class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
-    """Stages the package at launch; retries INTERNAL_ERROR runs through RetryRequested."""
+    """Stages the package and tags the cluster at launch; retries INTERNAL_ERROR runs through
+    RetryRequested."""
 
     def __init__(self, *, internal_error_retries: int = 2, **config: Any):
         super().__init__(**config)
@@ -90,11 +118,18 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
         self.internal_error_retries = internal_error_retries
 
     def launch_step(self, step_context):  # type: ignore[override]
+        # The parent submits `self.run_config`. One launcher serves every step of a run, so the
+        # step's tags are put in for this launch only.
+        base_run_config = self.run_config
         folder = stage_package(self.staging_root)
         self.local_dagster_job_package_path = str(folder)
+        self.run_config = tagged_for_step(
+            base_run_config, step_context.run_id, step_context.step.key
+        )
         try:
             yield from super().launch_step(step_context)
         finally:
+            self.run_config = base_run_config
             shutil.rmtree(folder, ignore_errors=True)
 
     def step_events_iterator(self, step_context, step_key, databricks_run_id):

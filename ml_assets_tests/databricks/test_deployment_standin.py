@@ -46,9 +46,17 @@ def test_dev_deployment_runs_raw_and_features_on_the_cluster_like_local_polars(
     # three steps, three Databricks runs, each from the staged package and the etl profile
     assert len(outcome.databricks_runs) == 3
     assert all(r.result_state == "SUCCESS" for r in outcome.databricks_runs)
-    submit = dev.dbx.requests_to("jobs/runs/submit")[0].body["tasks"][0]
+    submits = [r.body for r in dev.dbx.requests_to("jobs/runs/submit")]
+    submit = submits[0]["tasks"][0]
     assert submit["new_cluster"]["autoscale"] == {"min_workers": 1, "max_workers": 2}
     assert submit["new_cluster"]["custom_tags"]["ml_assets_profile"] == "etl"
+    # each cluster and Databricks run names the Dagster run and step it ran (billing, Jobs UI)
+    steps = {e.step_key for e in outcome.result.all_events if e.is_step_success}
+    assert len(steps) == 3
+    tags = [body["tasks"][0]["new_cluster"]["custom_tags"] for body in submits]
+    assert {t["dagster_run_id"] for t in tags} == {outcome.run.run_id}
+    assert {t["dagster_step"] for t in tags} == steps
+    assert {body["run_name"] for body in submits} == {f"ml_assets etl: {s}" for s in steps}
     packages = {lib["pypi"]["package"].split("==")[0] for lib in submit["libraries"]}
     assert {"polars", "deltalake", "narwhals"} <= packages
     assert not list((shared / "code").iterdir()), "staged code is removed after the launch"

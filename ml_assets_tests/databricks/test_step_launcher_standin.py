@@ -484,3 +484,24 @@ def test_build_pyspark_zip_excludes(tmp_path: Path) -> None:
         assert zipped(elsewhere / "root") == [".venv/y.py", "pkg/__init__.py"]
     finally:
         shutil.rmtree(elsewhere)
+
+
+def test_step_tags_are_safe_cloud_tags_and_leave_the_shared_config_alone() -> None:
+    """Cluster tags become cloud resource tags: characters outside their common set (here a
+    dynamic step key's brackets) are replaced, and the launcher's own config is not changed, so
+    the next step of the run gets its own tags, not these on top."""
+    from ml_assets.databricks.launcher import tagged_for_step
+
+    base = {
+        "run_name": "ml_assets etl",
+        "cluster": {"new": {"custom_tags": [{"key": "ml_assets_profile", "value": "etl"}]}},
+    }
+    tagged = tagged_for_step(base, "7f3c-run", "fraud__score[2026_01_01]")
+    assert tagged["run_name"] == "ml_assets etl: fraud__score[2026_01_01]"
+    assert tagged["cluster"]["new"]["custom_tags"] == [
+        {"key": "ml_assets_profile", "value": "etl"},
+        {"key": "dagster_run_id", "value": "7f3c-run"},
+        {"key": "dagster_step", "value": "fraud__score_2026_01_01_"},
+    ]
+    assert base["run_name"] == "ml_assets etl"
+    assert len(base["cluster"]["new"]["custom_tags"]) == 1
