@@ -197,18 +197,12 @@ def failing_days(
     return failing
 
 
-# How long the retrain sensor waits after an ingestion run finished. A late file's run rewrites
-# its day; the landing sensor requests the rebuild of the later days looking back on it on its
-# next tick (every 15 s) once that run succeeded. A retrain in between would train on features
-# about to be rewritten, and the rebuild would then count towards another one.
-INGESTION_SETTLE_SECONDS = 60
-
-
 def _not_now(
     instance: dg.DagsterInstance,
     model: str,
     candidate: dg.AssetKey,
     ingest_job: str,
+    settle_seconds: int,
     now: float,
 ) -> str | None:
     """Why a retrain should wait, if it should.
@@ -216,8 +210,11 @@ def _not_now(
     While a run that trains `model` has not finished, in any state from just requested
     (NOT_STARTED) to CANCELING: a run of the train job (tagged), or one the automation started
     for the candidate (an asset-job run, without the job's tags). While an ingestion run of the
-    pipeline is unfinished, or finished less than `INGESTION_SETTLE_SECONDS` ago. Unfinished
-    runs are few (the run queue), so one query reads them all.
+    pipeline is unfinished, or finished less than `settle_seconds` ago: a late file's run
+    rewrites its day, and the landing sensor requests the rebuild of the later days once that run
+    succeeded; a retrain in between would train on features about to be rewritten, and the
+    rebuild would then count towards another one. Unfinished runs are few (the run queue), so
+    one query reads them all.
     """
     unfinished = instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
     if any(
@@ -227,13 +224,13 @@ def _not_now(
         return "a training run is already queued or running"
     if any(run.job_name == ingest_job for run in unfinished):
         return f"a {ingest_job} run is queued or running: waiting for the days it writes"
-    settled_after = dt.datetime.fromtimestamp(now - INGESTION_SETTLE_SECONDS, dt.UTC)
+    settled_after = dt.datetime.fromtimestamp(now - settle_seconds, dt.UTC)
     recent = instance.get_run_records(
         dg.RunsFilter(job_name=ingest_job, updated_after=settled_after), limit=1
     )
     if recent:
         return (
-            f"a {ingest_job} run finished less than {INGESTION_SETTLE_SECONDS} s ago: waiting "
+            f"a {ingest_job} run finished less than {settle_seconds} s ago: waiting "
             "for the rebuilds that may follow it"
         )
     return None
@@ -278,7 +275,14 @@ def build_retrain_sensor(
         )
         if trained is None:
             return dg.SensorResult(skip_reason=f"{spec.model.name} has never been trained")
-        wait = _not_now(instance, spec.model.name, keys.candidate, ingest_job, time.time())
+        wait = _not_now(
+            instance,
+            spec.model.name,
+            keys.candidate,
+            ingest_job,
+            spec.model.retrain.ingestion_settle_seconds,
+            time.time(),
+        )
         if wait is not None:
             return dg.SensorResult(skip_reason=wait)
 

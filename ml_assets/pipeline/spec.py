@@ -263,6 +263,10 @@ class RetrainSpec(_Model):
     # Also retrain once this many feature partitions were written since the last training
     # (0: never for this reason).
     after_new_partitions: int = Field(default=7, ge=0)
+    # The retrain sensor waits this long after an ingestion run of the pipeline finished: after
+    # a late file, the landing sensor requests the rebuild of the later days on its next tick
+    # (every 15 s), and a retrain in between would train on features about to be rewritten.
+    ingestion_settle_seconds: int = Field(default=60, ge=0)
 
     @model_validator(mode="after")
     def _warn_before_fail(self) -> RetrainSpec:

@@ -4,12 +4,12 @@ import time
 
 import dagster as dg
 import pytest
+import yaml
 
 from ml_assets.definitions import build_definitions
-from ml_assets.pipeline import automation
 from ml_assets.pipeline.keys import model_keys
 from ml_assets.pipeline.spec import load_spec
-from ml_assets.settings import DEMO_PIPELINE_SPEC
+from ml_assets.settings import DEMO_PIPELINE_SPEC, load_settings
 from ml_assets_tests.automation.freshness_state import FAIL, PASS, WARN, report_freshness
 from ml_assets_tests.automation.ticks import Ticks
 
@@ -261,10 +261,17 @@ def test_no_retrain_while_another_training_is_unfinished(settings, status, tags,
     assert request.tags["ml_assets/retrain_reason"] == "drift check failed"
 
 
-def test_no_retrain_while_ingestion_is_busy_or_has_just_finished(settings, monkeypatch):
+def test_no_retrain_while_ingestion_is_busy_or_has_just_finished(tmp_path):
     """A late file's run rewrites its day, and the landing sensor requests the rebuild of the
     later days on its next tick: a retrain in between would train on features about to be
-    rewritten, and the rebuild would then start another one."""
+    rewritten, and the rebuild would then start another one. The wait after an ingestion run is
+    the spec's `retrain.ingestion_settle_seconds`."""
+    spec = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
+    spec["model"]["retrain"] = {"ingestion_settle_seconds": 2}
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(spec))
+    settings = load_settings(
+        {"ML_ASSETS_HOME": str(tmp_path / "home"), "ML_ASSETS_PIPELINES": str(tmp_path)}
+    )
     instance = dg.DagsterInstance.ephemeral()
     instance.report_runless_asset_event(dg.AssetMaterialization(KEYS.candidate))
     instance.report_runless_asset_event(dg.AssetMaterialization(FEATURES, partition="2026-01-28"))
@@ -279,12 +286,11 @@ def test_no_retrain_while_ingestion_is_busy_or_has_just_finished(settings, monke
         "a fraud_ingest run is queued or running: waiting for the days it writes"
     )
 
-    monkeypatch.setattr(automation, "INGESTION_SETTLE_SECONDS", 1)
     instance.report_run_failed(ingestion)
     result = _retrain_tick(settings, instance)
     assert result.skip_reason.skip_message == (
-        "a fraud_ingest run finished less than 1 s ago: waiting for the rebuilds that may follow it"
+        "a fraud_ingest run finished less than 2 s ago: waiting for the rebuilds that may follow it"
     )
-    time.sleep(1.1)
+    time.sleep(2.1)
     [request] = _retrain_tick(settings, instance).run_requests
     assert request.tags["ml_assets/retrain_reason"] == "drift check failed"

@@ -74,7 +74,8 @@ def _spec(tmp_path: Path) -> Path:
     """The demo spec with a window that fits the small data; retraining only on drift."""
     spec = yaml.safe_load(DEMO_PIPELINE_SPEC.read_text())
     spec["model"]["window"] = {"train_days": 6, "holdout_days": 4}
-    spec["model"]["retrain"] = {"after_new_partitions": 0}
+    # Settle for 20 s after an ingestion, not 60: still past the landing sensor's next tick.
+    spec["model"]["retrain"] = {"after_new_partitions": 0, "ingestion_settle_seconds": 20}
     path = tmp_path / "fraud.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
