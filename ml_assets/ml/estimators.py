@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
@@ -28,6 +27,19 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from ml_assets.ml.scoring import (
+    CATEGORICAL_BLOCK,
+    NUMERIC_BLOCK,
+    PREPROCESS_STEP,
+    Task,
+    categorical_values,
+    check_task,
+    model_columns,
+    numeric_values,
+    predict_scores,
+    to_pandas_features,
+)
 
 __all__ = [
     "ESTIMATORS",
@@ -45,18 +57,12 @@ __all__ = [
     "to_pandas_features",
 ]
 
-Task = Literal["classification", "regression"]
-TASKS: tuple[str, ...] = ("classification", "regression")
-
 # Caps the width of the one-hot block (and HGB's category count, which must stay < max_bins):
 # rarer categories are grouped into one "infrequent" bucket instead of growing the model.
 MAX_CATEGORIES = 50
 MISSING_CATEGORY = "missing"
 
-_PREPROCESS = "preprocess"
 _MODEL = "model"
-_NUMERIC = "numeric"
-_CATEGORICAL = "categorical"
 
 
 def _hgb_classifier(params: dict[str, Any]) -> BaseEstimator:
@@ -98,11 +104,6 @@ ESTIMATORS: dict[str, dict[str, Callable[[dict[str, Any]], BaseEstimator]]] = {
 _SCALED = {"logistic_regression", "linear_regression"}
 # Estimators that get categoricals as ordinal codes and handle them natively (no one-hot).
 _NATIVE_CATEGORICAL = {"hist_gradient_boosting"}
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
 def _factory(estimator: str, task: str) -> Callable[[dict[str, Any]], BaseEstimator]:
@@ -213,7 +214,7 @@ def build_pipeline(
     unseen categories become NaN (routed like missing values). Never crashes on a category
     unseen at fit time.
     """
-    _check_task(task)
+    check_task(task)
     numeric, categorical = list(numeric), list(categorical)
     if not numeric and not categorical:
         raise ValueError("no feature columns: both `numeric` and `categorical` are empty")
@@ -232,7 +233,7 @@ def build_pipeline(
         steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
         if scale:
             steps.append(("scale", StandardScaler()))
-        transformers.append((_NUMERIC, Pipeline(steps), numeric))
+        transformers.append((NUMERIC_BLOCK, Pipeline(steps), numeric))
     if categorical:
         if native:
             encoder: Any = OrdinalEncoder(
@@ -248,14 +249,14 @@ def build_pipeline(
             ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
             ("encode", encoder),
         ]
-        transformers.append((_CATEGORICAL, Pipeline(cat_steps), categorical))
+        transformers.append((CATEGORICAL_BLOCK, Pipeline(cat_steps), categorical))
     if native:
         # ColumnTransformer output keeps block order: numeric columns first, then categoricals.
         mask = [False] * len(numeric) + [True] * len(categorical)
         model.set_params(categorical_features=mask if categorical else None)
 
     preprocess = ColumnTransformer(transformers, remainder="drop")
-    return Pipeline([(_PREPROCESS, preprocess), (_MODEL, model)])
+    return Pipeline([(PREPROCESS_STEP, preprocess), (_MODEL, model)])
 
 
 _NUMERIC_DTYPES = (pl.Boolean,)
@@ -286,45 +287,6 @@ def split_columns(
         elif isinstance(dtype, _CATEGORICAL_DTYPES):
             categorical.append(name)
     return numeric, categorical
-
-
-def numeric_values(series: pl.Series) -> np.ndarray:
-    try:
-        values = series.cast(pl.Float64).to_numpy()
-    except pl.exceptions.PolarsError as error:
-        raise ValueError(
-            f"numeric feature {series.name!r} has dtype {series.dtype} and cannot be read as "
-            f"numbers: {error}"
-        ) from None
-    values = np.array(values, dtype=np.float64)  # writable copy, nulls already NaN
-    # sklearn rejects infinities (e.g. a ratio over a zero mean); treat them as missing values.
-    values[~np.isfinite(values)] = np.nan
-    return values
-
-
-def categorical_values(series: pl.Series) -> np.ndarray:
-    values = series.cast(pl.String).to_numpy().astype(object)
-    # SimpleImputer only recognises NaN (not None) as missing in object columns.
-    values[pd.isna(values)] = np.nan
-    return values
-
-
-def to_pandas_features(
-    frame: pl.DataFrame, numeric: Sequence[str], categorical: Sequence[str] = ()
-) -> pd.DataFrame:
-    """The model input: numeric columns as float64 (null/inf -> NaN), categoricals as object
-    strings (null -> NaN). Explicit so that the same columns get the same types at fit and at
-    scoring time, whatever Polars dtype they arrive with."""
-    wanted = [*numeric, *categorical]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise ValueError(f"feature columns missing from the frame: {missing}")
-    data: dict[str, np.ndarray] = {}
-    for name in numeric:
-        data[name] = numeric_values(frame.get_column(name))
-    for name in categorical:
-        data[name] = categorical_values(frame.get_column(name))
-    return pd.DataFrame(data, columns=wanted)
 
 
 def labelled_rows(frame: pl.DataFrame, target: str) -> pl.DataFrame:
@@ -367,25 +329,3 @@ def target_values(frame: pl.DataFrame, target: str, task: Task) -> np.ndarray:
     if task == "regression":
         return series.cast(pl.Float64).to_numpy()
     return (series.cast(pl.Int64) if series.dtype == pl.Boolean else series).to_numpy()
-
-
-def model_columns(model: Pipeline) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) input columns of a pipeline made by `build_pipeline`."""
-    try:
-        preprocess = model.named_steps[_PREPROCESS]
-    except (AttributeError, KeyError):
-        raise ValueError("model was not built by build_pipeline (no 'preprocess' step)") from None
-    columns = {name: list(cols) for name, _, cols in preprocess.transformers}
-    return columns.get(_NUMERIC, []), columns.get(_CATEGORICAL, [])
-
-
-def predict_scores(model: Pipeline, frame: pl.DataFrame, *, task: Task) -> np.ndarray:
-    """Positive-class probability (classification) or the prediction (regression), per row."""
-    _check_task(task)
-    numeric, categorical = model_columns(model)
-    features = to_pandas_features(frame, numeric, categorical)
-    if task == "regression":
-        return np.asarray(model.predict(features), dtype=np.float64)
-    proba = model.predict_proba(features)
-    # Binary models only (see train.fit): classes_ is sorted, so column 1 is the positive class.
-    return np.asarray(proba[:, 1], dtype=np.float64)

@@ -4,7 +4,9 @@ as a new version with the alias `challenger`."""
 import datetime as dt
 import difflib
 import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -32,7 +34,7 @@ from ml_assets.storage.delta import PARTITION_COLUMN
 from ml_assets.storage.io_manager import DeltaLake
 from ml_assets.tracking.mlflow_resource import MlflowTracking
 from ml_assets.tracking.registry import CHALLENGER
-from ml_assets.tracking.scoring_model import ScoringModel
+from ml_assets.tracking.scoring_model import scoring_model
 
 
 def model_column_problems(spec: PipelineSpec, schema: pl.Schema) -> list[str]:
@@ -266,14 +268,15 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             signature = infer_signature(
                 inputs, predict_scores(fitted.model, example, task=model.task)
             )
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=ScoringModel(fitted.model, model.task),
-                signature=signature,
-                input_example=inputs,
-                pip_requirements=_pip_requirements(),
-                registered_model_name=model.name,
-            )
+            with tempfile.TemporaryDirectory() as staging:
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    **scoring_model(fitted.model, model.task, Path(staging)),
+                    signature=signature,
+                    input_example=inputs,
+                    pip_requirements=_pip_requirements(),
+                    registered_model_name=model.name,
+                )
             version = str(info.registered_model_version)
             client = mlflow_tracking.client
             client.set_registered_model_alias(model.name, CHALLENGER, version)

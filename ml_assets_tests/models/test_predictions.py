@@ -16,6 +16,7 @@ import mlflow
 import polars as pl
 import pytest
 
+from ml_assets.tracking.scoring_model import conform_to_signature
 from ml_assets_tests.automation.ticks import Ticks
 from ml_assets_tests.live.dagster_dev import free_port
 from ml_assets_tests.models.conftest import KEYS, LAST_DAY, _range
@@ -56,6 +57,59 @@ def test_predictions_are_the_champion_scores_with_version_and_time(deployment):
     assert joined.height == features.height
     assert (joined["score"] - joined["score_direct"]).abs().max() < 1e-12
     assert set(predictions["predicted_label"].unique().to_list()) <= {0, 1}
+
+
+def _scored_rows(deployment, n: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Train a champion, score the last day, and return `n` of its feature rows with their batch
+    predictions; MLflow is pointed at the deployment's store."""
+    assert deployment.train().success
+    assert deployment.score(LAST_DAY).success
+    lake = deployment.settings.lake_root
+    rows = pl.read_delta(f"{lake}/{FEATURES}").filter(pl.col("event_date") == LAST_DAY).head(n)
+    batch = pl.read_delta(f"{lake}/{PREDICTIONS}").join(rows.select("event_id"), on="event_id")
+    mlflow.set_tracking_uri(deployment.settings.mlflow_tracking_uri)
+    return rows, batch
+
+
+# Loads the champion and scores rows in a Python where `ml_assets` cannot be imported, as on a
+# serving endpoint that only installed the model's requirements.
+_SCORE_WITHOUT_ML_ASSETS = """
+import importlib.abc, json, sys
+class NoMlAssets(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "ml_assets":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoMlAssets())
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/fraud_detector@champion")
+rows = pd.read_parquet(sys.argv[2])
+print(json.dumps({
+    "scores": model.predict(rows).tolist(),
+    "ml_assets_loaded": [m for m in sys.modules if m.split(".")[0] == "ml_assets"],
+}))
+"""
+
+
+def test_the_registered_champion_scores_without_the_ml_assets_package(deployment, tmp_path):
+    """The registry's model is self-contained: its code, the scoring contract and the fitted
+    pipeline travel with it, so it scores wherever its pip requirements are installed."""
+    rows, batch = _scored_rows(deployment, 50)
+    schema = mlflow.pyfunc.load_model("models:/fraud_detector@champion").metadata
+    conform_to_signature(rows, schema.get_input_schema()).to_parquet(tmp_path / "rows.parquet")
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SCORE_WITHOUT_ML_ASSETS, deployment.settings.mlflow_tracking_uri,
+         str(tmp_path / "rows.parquet")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["ml_assets_loaded"] == []
+    scored = rows.select("event_id").with_columns(pl.Series("standalone", answer["scores"]))
+    compared = batch.join(scored, on="event_id")
+    assert compared.height == 50
+    assert (compared["score"] - compared["standalone"]).abs().max() < 1e-9
 
 
 def test_scoring_days_without_features_fails_naming_them_and_writes_nothing(deployment):
@@ -128,13 +182,7 @@ def test_scoring_waits_for_a_champion_then_reacts_to_new_feature_partitions(depl
 
 @pytest.mark.slow
 def test_the_served_champion_answers_like_batch_predictions(deployment, tmp_path):
-    assert deployment.train().success
-    assert deployment.score(LAST_DAY).success
-    lake = deployment.settings.lake_root
-    rows = pl.read_delta(f"{lake}/{FEATURES}").filter(pl.col("event_date") == LAST_DAY).head(25)
-    batch = pl.read_delta(f"{lake}/{PREDICTIONS}").join(rows.select("event_id"), on="event_id")
-
-    mlflow.set_tracking_uri(deployment.settings.mlflow_tracking_uri)
+    rows, batch = _scored_rows(deployment, 25)
     columns = (
         mlflow.pyfunc.load_model("models:/fraud_detector@champion")
         .metadata.get_input_schema()

@@ -1,4 +1,5 @@
-"""The stored pyfunc scores feature rows whatever integer width their columns arrive with."""
+"""The stored pyfunc: scores feature rows whatever integer width their columns arrive with, and
+models stored the way earlier versions did still load."""
 
 import mlflow.pyfunc
 import numpy as np
@@ -8,10 +9,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from ml_assets.ml.estimators import build_pipeline, predict_scores, to_pandas_features
-from ml_assets.tracking.scoring_model import ScoringModel, conform_to_signature
+from ml_assets.tracking.scoring_model import ScoringModel, conform_to_signature, scoring_model
 
 
-def test_an_int64_feature_column_is_scored_like_its_float_twin(tmp_path):
+def _fitted():
     rng = np.random.default_rng(0)
     term = rng.choice([12, 24, 36, 60], 400)
     frame = pl.DataFrame(
@@ -31,12 +32,18 @@ def test_an_int64_feature_column_is_scored_like_its_float_twin(tmp_path):
         categorical=categorical,
     ).fit(to_pandas_features(frame, numeric, categorical), frame["defaulted"].to_numpy())
     example = to_pandas_features(frame.head(5), numeric, categorical)
+    signature = infer_signature(
+        example, predict_scores(pipeline, frame.head(5), task="classification")
+    )
+    return frame, pipeline, signature
+
+
+def test_an_int64_feature_column_is_scored_like_its_float_twin(tmp_path):
+    frame, pipeline, signature = _fitted()
     mlflow.pyfunc.save_model(
         tmp_path / "model",
-        python_model=ScoringModel(pipeline, "classification"),
-        signature=infer_signature(
-            example, predict_scores(pipeline, frame.head(5), task="classification")
-        ),
+        **scoring_model(pipeline, "classification", tmp_path / "staging"),
+        signature=signature,
     )
     scorer = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     schema = scorer.metadata.get_input_schema()
@@ -45,4 +52,18 @@ def test_an_int64_feature_column_is_scored_like_its_float_twin(tmp_path):
     with pytest.raises(MlflowException, match="term_months"):
         scorer.predict(frame.select("term_months", "purpose").to_pandas())
     scores = scorer.predict(conform_to_signature(frame, schema))
+    np.testing.assert_allclose(scores, predict_scores(pipeline, frame, task="classification"))
+
+
+def test_a_model_stored_by_an_earlier_version_still_scores(tmp_path):
+    """Before models were logged from code, the pyfunc was a pickled `ScoringModel`: registries
+    hold such champions, and scoring must keep working with them until the next training."""
+    frame, pipeline, signature = _fitted()
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=ScoringModel(pipeline, "classification"),
+        signature=signature,
+    )
+    scorer = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    scores = scorer.predict(conform_to_signature(frame, scorer.metadata.get_input_schema()))
     np.testing.assert_allclose(scores, predict_scores(pipeline, frame, task="classification"))
