@@ -2,7 +2,8 @@
 
 Databricks: the step's compute profile at its largest size, nodes x (DBU/h x DBU price + VM
 price/h), from the price table in compute.yaml, times the step's duration (the remote process's
-wall time; cluster start-up is not counted). Local: CPU seconds x a configurable price per CPU
+wall time). The cluster's whole run, start-up included, is priced the same way by the step
+launcher once the run has ended (`CLUSTER_COST_KEY`). Local: CPU seconds x a configurable price per CPU
 hour (0 by default). Recorded as numeric metadata, so the UI plots it over time, and as MLflow
 metrics on training runs (`CostEstimate.mlflow_metrics`).
 """
@@ -20,6 +21,10 @@ from ml_assets.engines import ledger
 COST_KEY = "estimated_cost_usd"
 SECONDS_KEY = "compute_seconds"
 CPU_SECONDS_KEY = "cpu_seconds"
+# Observation metadata of the Databricks run behind a step, recorded by the step launcher once the
+# run ended: its whole duration (cluster start-up included) and that time's cost.
+CLUSTER_SECONDS_KEY = "cluster_seconds"
+CLUSTER_COST_KEY = "cluster_cost_usd"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@
 - its job clusters carry no trace of the Dagster run: we tag each step's cluster with the run
   id and step key and put the step key in the Databricks run name, so billing (system tables,
   cluster tags) and the Jobs UI can be joined back to Dagster;
+- what a step costs on Databricks is the cluster's whole life, start-up included, which the step
+  cannot see from inside: once the run has ended we record its duration and cost as an
+  observation of each asset the step materialized (`CLUSTER_COST_KEY`);
 - the token is only ever `{"env": <name>}` in run config, resolved by Dagster's config system in
   the orchestrator and by a Databricks secret on the cluster (never a literal in config: the
   launcher pickles the run config to DBFS).
@@ -22,20 +25,23 @@ import copy
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.events import DagsterEvent
 from dagster_databricks import databricks_pyspark_step_launcher
 from dagster_databricks.databricks import DatabricksError
 from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
 from dagster_databricks.types import DatabricksRunLifeCycleState
 from dagster_pyspark.utils import DEFAULT_EXCLUDE
+from databricks.sdk.service.jobs import Run
 
 import ml_assets
 from ml_assets.databricks.config import ComputeConfig, ComputeProfile
+from ml_assets.databricks.costs import CLUSTER_COST_KEY, CLUSTER_SECONDS_KEY
 from ml_assets.settings import Settings, SettingsError
 
 # Runtime dependencies of ml_assets the cluster must have, pinned to the orchestrator's versions
@@ -108,14 +114,33 @@ def stage_package(root: Path) -> Path:
     return folder
 
 
+def cluster_observations(
+    asset_keys: Sequence[dg.AssetKey], run: Run, hourly_cost: float
+) -> list[dg.AssetObservation]:
+    """What the Databricks run `run` took, from submission to termination (cluster start-up,
+    library installation and the step), and what its cluster cost at `hourly_cost` USD/h: one
+    observation per asset the step materialized."""
+    seconds = max(0, (run.end_time or 0) - (run.start_time or 0)) / 1000
+    metadata: dict[str, Any] = {
+        CLUSTER_SECONDS_KEY: dg.MetadataValue.float(round(seconds, 3)),
+        CLUSTER_COST_KEY: dg.MetadataValue.float(round(hourly_cost * seconds / 3600, 6)),
+        "cluster_cost_basis": f"{hourly_cost:.3f} USD/h x {seconds:.1f} s of Databricks run",
+        "databricks_run_id": dg.MetadataValue.int(run.run_id or 0),
+    }
+    if run.run_page_url:
+        metadata["databricks_run_url"] = dg.MetadataValue.url(run.run_page_url)
+    return [dg.AssetObservation(key, metadata=metadata) for key in asset_keys]
+
+
 class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
     """Stages the package and tags the cluster at launch; retries INTERNAL_ERROR runs through
-    RetryRequested."""
+    RetryRequested; records the cluster's time and cost once the run has ended."""
 
-    def __init__(self, *, internal_error_retries: int = 2, **config: Any):
+    def __init__(self, *, internal_error_retries: int = 2, hourly_cost: float = 0.0, **config: Any):
         super().__init__(**config)
         self.staging_root = Path(self.local_dagster_job_package_path)
         self.internal_error_retries = internal_error_retries
+        self.hourly_cost = hourly_cost
 
     def launch_step(self, step_context):  # type: ignore[override]
         # The parent submits `self.run_config`. One launcher serves every step of a run, so the
@@ -133,8 +158,12 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
             shutil.rmtree(folder, ignore_errors=True)
 
     def step_events_iterator(self, step_context, step_key, databricks_run_id):
+        materialized: list[dg.AssetKey] = []
         try:
-            yield from super().step_events_iterator(step_context, step_key, databricks_run_id)
+            for event in super().step_events_iterator(step_context, step_key, databricks_run_id):
+                if event.is_step_materialization:
+                    materialized.append(event.asset_key)
+                yield event
         except DatabricksError as error:
             state = self.databricks_runner.client.get_run_state(databricks_run_id)
             if state.life_cycle_state == DatabricksRunLifeCycleState.INTERNAL_ERROR:
@@ -146,13 +175,22 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
                     max_retries=self.internal_error_retries, seconds_to_wait=0
                 ) from error
             raise
+        if materialized:
+            run = self.databricks_runner.client.workspace_client.jobs.get_run(databricks_run_id)
+            for observation in cluster_observations(
+                list(dict.fromkeys(materialized)), run, self.hourly_cost
+            ):
+                # Created from the step, so Dagster writes it to the event log as it is built.
+                yield DagsterEvent.asset_observation(step_context, observation)
 
 
-def _launcher_fn(internal_error_retries: int):
+def _launcher_fn(internal_error_retries: int, hourly_cost: float):
     @dg.resource(config_schema=databricks_pyspark_step_launcher.config_schema)
     def ml_assets_step_launcher(context: dg.InitResourceContext) -> MlAssetsStepLauncher:
         return MlAssetsStepLauncher(
-            internal_error_retries=internal_error_retries, **context.resource_config
+            internal_error_retries=internal_error_retries,
+            hourly_cost=hourly_cost,
+            **context.resource_config,
         )
 
     return ml_assets_step_launcher
@@ -192,6 +230,6 @@ def launcher_config(
 def step_launcher_resource(
     settings: Settings, compute: ComputeConfig, profile: ComputeProfile
 ) -> dg.ResourceDefinition:
-    return _launcher_fn(compute.launcher.internal_error_retries).configured(
-        launcher_config(settings, compute, profile)
-    )
+    return _launcher_fn(
+        compute.launcher.internal_error_retries, compute.prices.hourly_cost(profile)
+    ).configured(launcher_config(settings, compute, profile))

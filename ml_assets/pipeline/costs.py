@@ -3,11 +3,17 @@
 import base64
 import datetime as dt
 import io
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
 
-from ml_assets.databricks.costs import COST_KEY, SECONDS_KEY
+from ml_assets.databricks.costs import (
+    CLUSTER_COST_KEY,
+    CLUSTER_SECONDS_KEY,
+    COST_KEY,
+    SECONDS_KEY,
+)
 
 REPORT_SCHEMA = pl.Schema(
     {
@@ -16,15 +22,57 @@ REPORT_SCHEMA = pl.Schema(
         "materializations": pl.Int64,
         "compute_seconds": pl.Float64,
         "estimated_cost_usd": pl.Float64,
+        # Databricks: the step's whole cluster run, start-up included (see the step launcher).
+        "cluster_seconds": pl.Float64,
+        "cluster_cost_usd": pl.Float64,
     }
 )
-# Materialization records fetched per event-log query; cost_rows pages through all of them.
+_WORK_SCHEMA = {"day": pl.Date, "asset": pl.String, "compute_seconds": pl.Float64,
+                "estimated_cost_usd": pl.Float64}  # fmt: skip
+_CLUSTER_SCHEMA = {"day": pl.Date, "asset": pl.String, "cluster_seconds": pl.Float64,
+                   "cluster_cost_usd": pl.Float64}  # fmt: skip
+# Event records fetched per event-log query; the readers page through all of them.
 PAGE_SIZE = 1000
 
 
 def _number(value: object) -> float | None:
     raw = getattr(value, "value", value)
     return float(raw) if isinstance(raw, int | float) else None
+
+
+def _metadata_rows(
+    fetch: Callable[..., dg.EventRecordsResult],
+    instance: dg.DagsterInstance,
+    since: dt.datetime | None,
+    page_size: int,
+    columns: dict[str, str],
+) -> list[dict[str, object]]:
+    """One row per event of `fetch` (materializations or observations) whose metadata has the
+    first of `columns` (metadata key -> column name), for every asset in the event log."""
+    required = next(iter(columns))
+    rows = []
+    for asset_key in instance.get_asset_keys():
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=asset_key, after_timestamp=since.timestamp() if since else None
+        )
+        cursor = None
+        while True:
+            page = fetch(records_filter, limit=page_size, cursor=cursor, ascending=True)
+            for record in page.records:
+                metadata = record.asset_event.metadata if record.asset_event else {}
+                if _number(metadata.get(required)) is None:
+                    continue
+                rows.append(
+                    {
+                        "day": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(),
+                        "asset": asset_key.to_user_string(),
+                        **{col: _number(metadata.get(key)) or 0.0 for key, col in columns.items()},
+                    }
+                )
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    return rows
 
 
 def cost_rows(
@@ -34,49 +82,41 @@ def cost_rows(
     page_size: int = PAGE_SIZE,
 ) -> pl.DataFrame:
     """One row per materialization that recorded a cost, for every asset in the event log."""
-    rows = []
-    for asset_key in instance.get_asset_keys():
-        records_filter = dg.AssetRecordsFilter(
-            asset_key=asset_key, after_timestamp=since.timestamp() if since else None
-        )
-        cursor = None
-        while True:
-            page = instance.fetch_materializations(
-                records_filter, limit=page_size, cursor=cursor, ascending=True
-            )
-            for record in page.records:
-                materialization = record.asset_materialization
-                if materialization is None:
-                    continue
-                metadata = materialization.metadata
-                cost = _number(metadata.get(COST_KEY))
-                if cost is None:
-                    continue
-                rows.append(
-                    {
-                        "day": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(),
-                        "asset": asset_key.to_user_string(),
-                        "compute_seconds": _number(metadata.get(SECONDS_KEY)) or 0.0,
-                        "estimated_cost_usd": cost,
-                    }
-                )
-            if not page.has_more:
-                break
-            cursor = page.cursor
-    return pl.DataFrame(
-        rows, schema={k: v for k, v in REPORT_SCHEMA.items() if k != "materializations"}
+    columns = {COST_KEY: "estimated_cost_usd", SECONDS_KEY: "compute_seconds"}
+    rows = _metadata_rows(instance.fetch_materializations, instance, since, page_size, columns)
+    return pl.DataFrame(rows, schema=_WORK_SCHEMA)
+
+
+def cluster_rows(
+    instance: dg.DagsterInstance,
+    since: dt.datetime | None = None,
+    *,
+    page_size: int = PAGE_SIZE,
+) -> pl.DataFrame:
+    """One row per Databricks run observed after a step (cluster time and cost)."""
+    columns = {CLUSTER_COST_KEY: "cluster_cost_usd", CLUSTER_SECONDS_KEY: "cluster_seconds"}
+    rows = _metadata_rows(instance.fetch_observations, instance, since, page_size, columns)
+    return pl.DataFrame(rows, schema=_CLUSTER_SCHEMA)
+
+
+def summarize(work: pl.DataFrame, clusters: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per UTC day and asset: materializations, their compute time and cost, and the time and
+    cost of the Databricks runs behind them (0 where nothing ran on Databricks)."""
+    per_day = work.group_by("day", "asset").agg(
+        pl.len().cast(pl.Int64).alias("materializations"),
+        pl.col("compute_seconds").sum(),
+        pl.col("estimated_cost_usd").sum(),
     )
-
-
-def summarize(rows: pl.DataFrame) -> pl.DataFrame:
+    if clusters is None:
+        clusters = pl.DataFrame(schema=_CLUSTER_SCHEMA)
+    cluster_per_day = clusters.group_by("day", "asset").agg(
+        pl.col("cluster_seconds").sum(), pl.col("cluster_cost_usd").sum()
+    )
     return (
-        rows.group_by("day", "asset")
-        .agg(
-            pl.len().cast(pl.Int64).alias("materializations"),
-            pl.col("compute_seconds").sum(),
-            pl.col("estimated_cost_usd").sum(),
-        )
+        per_day.join(cluster_per_day, on=["day", "asset"], how="full", coalesce=True)
+        .with_columns(pl.exclude("day", "asset").fill_null(0))
         .select(list(REPORT_SCHEMA))
+        .cast(dict(REPORT_SCHEMA))
         .sort("day", "asset")
     )
 
@@ -115,23 +155,34 @@ def plot_png(report: pl.DataFrame) -> bytes:
     kinds={"polars", "delta"},
     owners=["team:ml-platform"],
     description="Estimated compute cost and compute seconds per asset and per day, summed from "
-    "the `estimated_cost_usd` / `compute_seconds` metadata of every materialization.",
+    "the `estimated_cost_usd` / `compute_seconds` metadata of every materialization, and on "
+    "Databricks the time and cost of the cluster runs behind them (`cluster_cost_usd`).",
 )
 def cost_report(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    report = summarize(cost_rows(context.instance))
+    report = summarize(cost_rows(context.instance), cluster_rows(context.instance))
     per_asset = (
         report.group_by("asset")
-        .agg(pl.col("materializations").sum(), pl.col("compute_seconds").sum(),
-             pl.col("estimated_cost_usd").sum())
+        .agg(pl.exclude("day").sum())
+        .select(list(REPORT_SCHEMA)[1:])
         .sort("estimated_cost_usd", descending=True)
-    )  # fmt: skip
-    lines = ["| asset | materializations | compute s | est. cost (USD) |", "|---|---:|---:|---:|"]
-    lines += [f"| {a} | {n} | {s:.1f} | {c:.4f} |" for a, n, s, c in per_asset.iter_rows()]
+    )
+    lines = [
+        "| asset | materializations | compute s | est. cost (USD) | cluster s | cluster cost "
+        "(USD) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {a} | {n} | {s:.1f} | {c:.4f} | {cs:.1f} | {cc:.4f} |"
+        for a, n, s, c, cs, cc in per_asset.iter_rows()
+    ]
     image = base64.b64encode(plot_png(report)).decode()
     context.add_output_metadata(
         {
             "total_cost_usd": dg.MetadataValue.float(float(report["estimated_cost_usd"].sum())),
             "total_compute_seconds": dg.MetadataValue.float(float(report["compute_seconds"].sum())),
+            "total_cluster_cost_usd": dg.MetadataValue.float(
+                float(report["cluster_cost_usd"].sum())
+            ),
             "days": report.get_column("day").n_unique(),
             "cost_per_asset": dg.MetadataValue.md("\n".join(lines)),
             "plot": dg.MetadataValue.md(f"![cost per day](data:image/png;base64,{image})"),

@@ -117,6 +117,9 @@ class Outcome:
     def materializations(self) -> dict[str, dict[str, Any]]:
         return materializations(self.events)
 
+    def observations(self) -> dict[str, list[dict[str, Any]]]:
+        return observations(self.events)
+
     def event_types(self) -> list[DagsterEventType]:
         return [e.dagster_event.event_type for e in self.events if e.dagster_event is not None]
 
@@ -255,4 +258,15 @@ def materializations(events: list[Any]) -> dict[str, dict[str, Any]]:
         if e.dagster_event is not None and e.dagster_event.is_step_materialization:
             m = e.dagster_event.step_materialization_data.materialization
             out[m.asset_key.to_user_string()] = {k: v.value for k, v in m.metadata.items()}
+    return out
+
+
+def observations(events: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e.dagster_event is not None and e.dagster_event.is_asset_observation:
+            o = e.dagster_event.asset_observation_data.asset_observation
+            out.setdefault(o.asset_key.to_user_string(), []).append(
+                {k: v.value for k, v in o.metadata.items()}
+            )
     return out

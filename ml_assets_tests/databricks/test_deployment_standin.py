@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import polars.testing
+import pytest
 
 from ml_assets.databricks.config import DATABRICKS_RUN_TAG
 from ml_assets_tests.databricks.conftest import (
@@ -67,6 +68,21 @@ def test_dev_deployment_runs_raw_and_features_on_the_cluster_like_local_polars(
     assert features["compute_profile"] == "etl"
     assert features["estimated_cost_usd"] > 0 and features["compute_seconds"] > 0
     assert meta[TRANSACTIONS.to_user_string()]["engine"] == "polars"
+    # The cluster's whole run, start-up included, observed once the run ended: at least the
+    # step's own duration, at the same price per hour.
+    runs = {r.run_id: r for r in outcome.databricks_runs}
+    for table in TABLES:
+        [cluster] = [o for o in outcome.observations()[table] if "cluster_cost_usd" in o]
+        run = runs[cluster["databricks_run_id"]]
+        assert cluster["cluster_seconds"] == pytest.approx(run.end_time - run.submit_time, abs=0.01)
+        assert cluster["cluster_seconds"] >= meta[table]["compute_seconds"]
+        assert cluster["cluster_cost_usd"] >= meta[table]["estimated_cost_usd"]
+        hourly = cluster["cluster_cost_basis"].split(" USD/h")[0]
+        assert f"{hourly} USD/h" in meta[table]["cost_basis"]  # the profile's price
+        assert cluster["cluster_cost_usd"] == pytest.approx(
+            float(hourly) * cluster["cluster_seconds"] / 3600, abs=1e-5
+        )
+        assert cluster["databricks_run_url"].startswith(dev.dbx.url)
 
     # the run counts against dagster.yaml's limit of concurrent Databricks runs
     assert outcome.run.tags[DATABRICKS_RUN_TAG] == "true"

@@ -2,7 +2,8 @@
 
 Databricks: nodes x (DBU/h x DBU price + VM price/h) of the step's compute profile, times its
 duration. Local: CPU seconds x a configurable rate (0 by default). `costs/cost_report` sums the
-metadata per asset and day from a real instance's event log.
+metadata per asset and day from a real instance's event log, with the cluster time and cost the
+step launcher observes after each Databricks run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ml_assets.databricks.config import (
 from ml_assets.databricks.costs import CostModel
 from ml_assets.definitions import build_definitions, build_resources
 from ml_assets.demo.generate import write_demo_data
-from ml_assets.pipeline.costs import cost_rows, summarize
+from ml_assets.pipeline.costs import cluster_rows, cost_rows, summarize
 from ml_assets.settings import DEFAULT_COMPUTE_CONFIG, SettingsError, load_settings
 from ml_assets.storage import delta
 from ml_assets_tests.conftest import DEMO_START
@@ -156,19 +157,34 @@ def test_cost_report_sums_cost_per_asset_and_day_from_the_event_log(priced) -> N
                 settings, defs, [TRANSACTIONS], instance, partition_key=day.isoformat()
             )
             costs.append(_metadata(result, TRANSACTIONS)["estimated_cost_usd"].value)
+        # What the step launcher records after each Databricks run (with another observation
+        # of the same asset that is not about cost).
+        for seconds, cost in ((90.0, 0.05), (30.0, 0.02)):
+            instance.report_runless_asset_event(
+                dg.AssetObservation(
+                    TRANSACTIONS, metadata={"cluster_seconds": seconds, "cluster_cost_usd": cost}
+                )
+            )
+        instance.report_runless_asset_event(
+            dg.AssetObservation(TRANSACTIONS, metadata={"dagster/row_count": 10})
+        )
         # page size 1: every page of the event log is read, not just the first
         rows = cost_rows(instance, page_size=1)
+        clusters = cluster_rows(instance, page_size=1)
         report_run = _materialize(settings, defs, [COST_REPORT], instance)
 
     assert rows.height == 2 and rows["estimated_cost_usd"].sum() == pytest.approx(sum(costs))
+    assert clusters["cluster_cost_usd"].to_list() == [0.05, 0.02]
     today = dt.datetime.now(dt.UTC).date()
     report = delta.scan(f"{settings.lake_root}/costs/cost_report").collect()
-    assert report.select("day", "asset", "materializations").rows() == [
-        (today, TRANSACTIONS.to_user_string(), 2)
+    assert report.select("day", "asset", "materializations", "cluster_seconds").rows() == [
+        (today, TRANSACTIONS.to_user_string(), 2, 120.0)
     ]
     assert report["estimated_cost_usd"][0] == pytest.approx(sum(costs))
+    assert report["cluster_cost_usd"][0] == pytest.approx(0.07)
     metadata = _metadata(report_run, COST_REPORT)
     assert metadata["total_cost_usd"].value == pytest.approx(sum(costs))
+    assert metadata["total_cluster_cost_usd"].value == pytest.approx(0.07)
     assert TRANSACTIONS.to_user_string() in metadata["cost_per_asset"].value
     assert metadata["plot"].value.startswith("![cost per day](data:image/png;base64,")
 
@@ -183,9 +199,20 @@ def test_summarize_groups_by_day_and_asset() -> None:
             "estimated_cost_usd": [0.1, 0.2, 0.4, 0.8],
         }
     )
-    report = summarize(rows)
-    assert report.select("day", "asset", "materializations", "compute_seconds").rows() == [
-        (day1, "a", 2, 3.0),
-        (day1, "b", 1, 8.0),
-        (day2, "a", 1, 4.0),
+    clusters = pl.DataFrame(
+        {
+            "day": [day1, day1, day2],
+            "asset": ["a", "a", "c"],
+            "cluster_seconds": [60.0, 30.0, 45.0],
+            "cluster_cost_usd": [0.6, 0.3, 0.45],
+        }
+    )
+    report = summarize(rows, clusters)
+    assert report.select(
+        "day", "asset", "materializations", "compute_seconds", "cluster_seconds"
+    ).rows() == [
+        (day1, "a", 2, 3.0, 90.0),
+        (day1, "b", 1, 8.0, 0.0),
+        (day2, "a", 1, 4.0, 0.0),
+        (day2, "c", 0, 0.0, 45.0),  # cluster time without a costed materialization that day
     ]
