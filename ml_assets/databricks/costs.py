@@ -3,9 +3,9 @@
 Databricks: the step's compute profile at its largest size, nodes x (DBU/h x DBU price + VM
 price/h), from the price table in compute.yaml, times the step's duration (the remote process's
 wall time). The cluster's whole run, start-up included, is priced the same way by the step
-launcher once the run has ended (`CLUSTER_COST_KEY`). Local: CPU seconds x a configurable price per CPU
-hour (0 by default). Recorded as numeric metadata, so the UI plots it over time, and as MLflow
-metrics on training runs (`CostEstimate.mlflow_metrics`).
+launcher once the run has ended (`CLUSTER_COST_KEY`). Local: CPU seconds x a configurable price
+per CPU hour (0 by default). Recorded as numeric metadata, so the UI plots it over time, and as
+MLflow metrics on training runs (`CostEstimate.mlflow_metrics`).
 """
 
 from __future__ import annotations

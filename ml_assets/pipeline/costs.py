@@ -3,7 +3,6 @@
 import base64
 import datetime as dt
 import io
-from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
@@ -27,11 +26,19 @@ REPORT_SCHEMA = pl.Schema(
         "cluster_cost_usd": pl.Float64,
     }
 )
-_WORK_SCHEMA = {"day": pl.Date, "asset": pl.String, "compute_seconds": pl.Float64,
-                "estimated_cost_usd": pl.Float64}  # fmt: skip
-_CLUSTER_SCHEMA = {"day": pl.Date, "asset": pl.String, "cluster_seconds": pl.Float64,
-                   "cluster_cost_usd": pl.Float64}  # fmt: skip
-# Event records fetched per event-log query; the readers page through all of them.
+# Which events carry which numbers (metadata key -> column): materializations the work's,
+# observations the cluster's. A row needs the first key.
+SOURCES: dict[str, tuple[str, dict[str, str]]] = {
+    "work": (
+        "fetch_materializations",
+        {COST_KEY: "estimated_cost_usd", SECONDS_KEY: "compute_seconds"},
+    ),
+    "cluster": (
+        "fetch_observations",
+        {CLUSTER_COST_KEY: "cluster_cost_usd", CLUSTER_SECONDS_KEY: "cluster_seconds"},
+    ),
+}
+# Event records fetched per event-log query; cost_rows pages through all of them.
 PAGE_SIZE = 1000
 
 
@@ -40,21 +47,24 @@ def _number(value: object) -> float | None:
     return float(raw) if isinstance(raw, int | float) else None
 
 
-def _metadata_rows(
-    fetch: Callable[..., dg.EventRecordsResult],
-    instance: dg.DagsterInstance,
-    since: dt.datetime | None,
-    page_size: int,
-    columns: dict[str, str],
-) -> list[dict[str, object]]:
-    """One row per event of `fetch` (materializations or observations) whose metadata has the
-    first of `columns` (metadata key -> column name), for every asset in the event log."""
+def _row_schema(source: str) -> dict[str, pl.DataType]:
+    return {"day": pl.Date(), "asset": pl.String()} | {
+        column: pl.Float64() for column in SOURCES[source][1].values()
+    }
+
+
+def cost_rows(
+    instance: dg.DagsterInstance, source: str = "work", *, page_size: int = PAGE_SIZE
+) -> pl.DataFrame:
+    """One row per event of `source` (see SOURCES) that recorded a cost, for every asset in the
+    event log: each costed materialization ("work"), or each observed Databricks run
+    ("cluster")."""
+    method, columns = SOURCES[source]
+    fetch = getattr(instance, method)
     required = next(iter(columns))
     rows = []
     for asset_key in instance.get_asset_keys():
-        records_filter = dg.AssetRecordsFilter(
-            asset_key=asset_key, after_timestamp=since.timestamp() if since else None
-        )
+        records_filter = dg.AssetRecordsFilter(asset_key=asset_key)
         cursor = None
         while True:
             page = fetch(records_filter, limit=page_size, cursor=cursor, ascending=True)
@@ -72,31 +82,7 @@ def _metadata_rows(
             if not page.has_more:
                 break
             cursor = page.cursor
-    return rows
-
-
-def cost_rows(
-    instance: dg.DagsterInstance,
-    since: dt.datetime | None = None,
-    *,
-    page_size: int = PAGE_SIZE,
-) -> pl.DataFrame:
-    """One row per materialization that recorded a cost, for every asset in the event log."""
-    columns = {COST_KEY: "estimated_cost_usd", SECONDS_KEY: "compute_seconds"}
-    rows = _metadata_rows(instance.fetch_materializations, instance, since, page_size, columns)
-    return pl.DataFrame(rows, schema=_WORK_SCHEMA)
-
-
-def cluster_rows(
-    instance: dg.DagsterInstance,
-    since: dt.datetime | None = None,
-    *,
-    page_size: int = PAGE_SIZE,
-) -> pl.DataFrame:
-    """One row per Databricks run observed after a step (cluster time and cost)."""
-    columns = {CLUSTER_COST_KEY: "cluster_cost_usd", CLUSTER_SECONDS_KEY: "cluster_seconds"}
-    rows = _metadata_rows(instance.fetch_observations, instance, since, page_size, columns)
-    return pl.DataFrame(rows, schema=_CLUSTER_SCHEMA)
+    return pl.DataFrame(rows, schema=_row_schema(source))
 
 
 def summarize(work: pl.DataFrame, clusters: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -108,7 +94,7 @@ def summarize(work: pl.DataFrame, clusters: pl.DataFrame | None = None) -> pl.Da
         pl.col("estimated_cost_usd").sum(),
     )
     if clusters is None:
-        clusters = pl.DataFrame(schema=_CLUSTER_SCHEMA)
+        clusters = pl.DataFrame(schema=_row_schema("cluster"))
     cluster_per_day = clusters.group_by("day", "asset").agg(
         pl.col("cluster_seconds").sum(), pl.col("cluster_cost_usd").sum()
     )
@@ -159,7 +145,7 @@ def plot_png(report: pl.DataFrame) -> bytes:
     "Databricks the time and cost of the cluster runs behind them (`cluster_cost_usd`).",
 )
 def cost_report(context: dg.AssetExecutionContext) -> pl.DataFrame:
-    report = summarize(cost_rows(context.instance), cluster_rows(context.instance))
+    report = summarize(cost_rows(context.instance), cost_rows(context.instance, "cluster"))
     per_asset = (
         report.group_by("asset")
         .agg(pl.exclude("day").sum())

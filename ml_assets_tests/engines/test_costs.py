@@ -24,7 +24,7 @@ from ml_assets.databricks.config import (
 from ml_assets.databricks.costs import CostModel
 from ml_assets.definitions import build_definitions, build_resources
 from ml_assets.demo.generate import write_demo_data
-from ml_assets.pipeline.costs import cluster_rows, cost_rows, summarize
+from ml_assets.pipeline.costs import cost_rows, summarize
 from ml_assets.settings import DEFAULT_COMPUTE_CONFIG, SettingsError, load_settings
 from ml_assets.storage import delta
 from ml_assets_tests.conftest import DEMO_START
@@ -170,7 +170,7 @@ def test_cost_report_sums_cost_per_asset_and_day_from_the_event_log(priced) -> N
         )
         # page size 1: every page of the event log is read, not just the first
         rows = cost_rows(instance, page_size=1)
-        clusters = cluster_rows(instance, page_size=1)
+        clusters = cost_rows(instance, "cluster", page_size=1)
         report_run = _materialize(settings, defs, [COST_REPORT], instance)
 
     assert rows.height == 2 and rows["estimated_cost_usd"].sum() == pytest.approx(sum(costs))
