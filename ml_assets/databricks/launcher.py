@@ -12,8 +12,8 @@
   id and step key and put the step key in the Databricks run name, so billing (system tables,
   cluster tags) and the Jobs UI can be joined back to Dagster;
 - what a step costs on Databricks is the cluster's whole life, start-up included, which the step
-  cannot see from inside: once the run has ended we record its duration and cost as an
-  observation of each asset the step materialized (`CLUSTER_COST_KEY`);
+  cannot see from inside: once the run has ended (succeeded, failed, or given up on) we record
+  its duration and cost as an observation of each asset of the step (`CLUSTER_COST_KEY`);
 - the token is only ever `{"env": <name>}` in run config, resolved by Dagster's config system in
   the orchestrator and by a Databricks secret on the cluster (never a literal in config: the
   launcher pickles the run config to DBFS).
@@ -25,7 +25,8 @@ import copy
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,13 @@ def stage_package(root: Path) -> Path:
 
 
 def cluster_observations(
-    asset_keys: Sequence[dg.AssetKey], run: Run, hourly_cost: float
+    asset_keys: Sequence[dg.AssetKey], run: Run, hourly_cost: float, now: float
 ) -> list[dg.AssetObservation]:
     """What the Databricks run `run` took, from submission to termination (cluster start-up,
-    library installation and the step), and what its cluster cost at `hourly_cost` USD/h: one
-    observation per asset the step materialized."""
-    seconds = max(0, (run.end_time or 0) - (run.start_time or 0)) / 1000
+    library installation and the step; until `now` for a run still being cancelled), and what
+    its cluster cost at `hourly_cost` USD/h: one observation per asset of the step."""
+    end_ms = run.end_time or int(now * 1000)
+    seconds = max(0, end_ms - (run.start_time or end_ms)) / 1000
     metadata: dict[str, Any] = {
         CLUSTER_SECONDS_KEY: dg.MetadataValue.float(round(seconds, 3)),
         CLUSTER_COST_KEY: dg.MetadataValue.float(round(hourly_cost * seconds / 3600, 6)),
@@ -158,13 +160,10 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
             shutil.rmtree(folder, ignore_errors=True)
 
     def step_events_iterator(self, step_context, step_key, databricks_run_id):
-        materialized: list[dg.AssetKey] = []
         try:
-            for event in super().step_events_iterator(step_context, step_key, databricks_run_id):
-                if event.is_step_materialization:
-                    materialized.append(event.asset_key)
-                yield event
+            yield from super().step_events_iterator(step_context, step_key, databricks_run_id)
         except DatabricksError as error:
+            yield from self._cluster_time(step_context, databricks_run_id)
             state = self.databricks_runner.client.get_run_state(databricks_run_id)
             if state.life_cycle_state == DatabricksRunLifeCycleState.INTERNAL_ERROR:
                 step_context.log.warning(
@@ -175,13 +174,22 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
                     max_retries=self.internal_error_retries, seconds_to_wait=0
                 ) from error
             raise
-        if materialized:
+        yield from self._cluster_time(step_context, databricks_run_id)
+
+    def _cluster_time(self, step_context, databricks_run_id: int) -> Iterator[DagsterEvent]:
+        """Observations of the run's cluster time and cost on the step's assets, whether the
+        step succeeded or not: a failed, retried or timed-out run's cluster is paid for too."""
+        try:
             run = self.databricks_runner.client.workspace_client.jobs.get_run(databricks_run_id)
-            for observation in cluster_observations(
-                list(dict.fromkeys(materialized)), run, self.hourly_cost
-            ):
-                # Created from the step, so Dagster writes it to the event log as it is built.
-                yield DagsterEvent.asset_observation(step_context, observation)
+        except Exception as error:  # the step's own outcome matters more than its cost figure
+            step_context.log.warning(
+                f"cluster time of Databricks run {databricks_run_id} not recorded: {error}"
+            )
+            return
+        keys = sorted(step_context.get_output_asset_keys(), key=lambda k: k.to_user_string())
+        for observation in cluster_observations(keys, run, self.hourly_cost, time.time()):
+            # Created from the step, so Dagster writes it to the event log as it is built.
+            yield DagsterEvent.asset_observation(step_context, observation)
 
 
 def _launcher_fn(internal_error_retries: int, hourly_cost: float):

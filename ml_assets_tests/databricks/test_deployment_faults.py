@@ -21,6 +21,7 @@ from ml_assets_tests.databricks.conftest import (
     DEPLOYMENT_MARKS,
     TRANSACTIONS,
     DevDeployment,
+    Outcome,
     materialize_locally,
     partition_range,
     read_table,
@@ -33,6 +34,14 @@ ROWS_PER_DAY = 200  # conftest's demo data
 
 def one_day(day: dt.date) -> dict[str, str]:
     return {"dagster/partition": day.isoformat()}
+
+
+def cluster_runs(outcome: Outcome) -> dict[int, float]:
+    """Databricks run id -> cluster seconds, from the launcher's observations of TRANSACTIONS."""
+    observed = outcome.observations().get(TRANSACTIONS.to_user_string(), [])
+    return {
+        o["databricks_run_id"]: o["cluster_seconds"] for o in observed if "cluster_seconds" in o
+    }
 
 
 def test_a_remote_exception_fails_the_step_with_the_remote_traceback_in_the_event_log(
@@ -56,6 +65,9 @@ def test_a_remote_exception_fails_the_step_with_the_remote_traceback_in_the_even
     assert not delta.table_exists(dev.table_uri(TRANSACTIONS)) or day not in set(
         read_table(dev.table_uri(TRANSACTIONS))["event_date"]
     )
+    # the failed step's cluster was paid for too: its time is recorded
+    assert cluster_runs(outcome).keys() == {run.run_id}
+    assert cluster_runs(outcome)[run.run_id] > 0
     outcome.assert_token_absent(dev.dbx.token)
 
 
@@ -74,6 +86,8 @@ def test_b_internal_error_on_first_submission_is_retried_and_the_partition_mater
     types = outcome.event_types()
     assert DagsterEventType.STEP_UP_FOR_RETRY in types
     assert types.count(DagsterEventType.ASSET_MATERIALIZATION) == 1
+    # both submissions' cluster time: the one that never came up and the one that ran
+    assert cluster_runs(outcome).keys() == {first.run_id, second.run_id}
     rows = read_table(dev.table_uri(TRANSACTIONS)).filter(pl.col("event_date") == day)
     assert rows.height == ROWS_PER_DAY
     outcome.assert_token_absent(dev.dbx.token)
@@ -92,6 +106,7 @@ def test_b_internal_error_past_the_retry_budget_fails_the_step(dev: DevDeploymen
         outcome.failure_text()
     )
     assert DagsterEventType.ASSET_MATERIALIZATION not in outcome.event_types()
+    assert cluster_runs(outcome).keys() == {r.run_id for r in outcome.databricks_runs}
     outcome.assert_token_absent(dev.dbx.token)
 
 
@@ -132,4 +147,6 @@ def test_c_a_step_hanging_past_the_timeout_is_cancelled_and_leaves_the_table_as_
     assert delta.table_version(uri) == before_version
     polars.testing.assert_frame_equal(read_table(uri), before)
     assert DagsterEventType.ASSET_MATERIALIZATION not in outcome.event_types()
+    # the cluster ran for the whole wait before it was cancelled
+    assert cluster_runs(outcome)[run.run_id] >= wait
     outcome.assert_token_absent(dev.dbx.token)
