@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 from deltalake import DeltaTable
@@ -123,22 +124,28 @@ class Footprint:
     version: int
 
 
-def footprint(path: Path) -> Footprint:
-    table = DeltaTable(str(path))
-    actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    sizes = actions.get_column("size_bytes").to_list() if "size_bytes" in actions.columns else []
-    disk_files = disk_bytes = 0
+def data_files(path: Path) -> dict[str, int]:
+    """The table's data files on disk, referenced or not: path relative to the table -> bytes."""
+    found = {}
     for folder, dirs, files in os.walk(path):
         dirs[:] = [d for d in dirs if d != "_delta_log"]
         for name in files:
             if name.endswith(".parquet"):
-                disk_files += 1
-                disk_bytes += (Path(folder) / name).stat().st_size
+                file = Path(folder) / name
+                found[file.relative_to(path).as_posix()] = file.stat().st_size
+    return found
+
+
+def footprint(path: Path) -> Footprint:
+    table = DeltaTable(str(path))
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    sizes = actions.get_column("size_bytes").to_list() if "size_bytes" in actions.columns else []
+    on_disk = data_files(path)
     return Footprint(
         active_files=len(sizes),
         active_bytes=int(sum(sizes)),
-        disk_files=disk_files,
-        disk_bytes=disk_bytes,
+        disk_files=len(on_disk),
+        disk_bytes=sum(on_disk.values()),
         version=table.version(),
     )
 
@@ -204,6 +211,7 @@ def maintain_table(
         )
         report.compacted_files_removed = int(metrics.get("numFilesRemoved", 0))
         report.compacted_files_added = int(metrics.get("numFilesAdded", 0))
+    on_disk = data_files(path)
     removed = DeltaTable(uri).vacuum(
         retention_hours=max(0, round(retention_hours)),
         dry_run=dry_run,
@@ -211,7 +219,9 @@ def maintain_table(
         keep_versions=keep or None,
         post_commithook_properties=_HOOKS,
     )
-    report.vacuumed_files = len(removed)
+    # delta-rs lists every tombstoned file past the retention, also the ones an earlier vacuum
+    # already deleted (the log keeps their tombstones): count only files that were on disk.
+    report.vacuumed_files = sum(unquote(file) in on_disk for file in removed)
     report.after = footprint(path)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
