@@ -6,6 +6,9 @@ task (model config), and a copy of `ml_assets/ml/scoring.py` (code path ``ml_ass
 loading needs the model's pip requirements, not this package.
 """
 
+import importlib.util
+from importlib.machinery import PathFinder
+from types import ModuleType
 from typing import Any
 
 import mlflow
@@ -15,10 +18,24 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-try:
-    import ml_assets_scoring as scoring  # the copy logged with the model
-except ModuleNotFoundError:  # MLflow also runs this file while logging, before that copy exists
-    from ml_assets.ml import scoring
+
+def _own_scoring() -> ModuleType:
+    """This model's copy of the scoring contract, found on the path MLflow puts first (the
+    model's code folder). Loaded by file and kept out of `sys.modules`: a process that loads
+    two models (validation loads the challenger and the champion) must score each with its own
+    copy, not with whichever was imported first under the shared name."""
+    spec = PathFinder.find_spec("ml_assets_scoring")
+    if spec is None or spec.loader is None:
+        # MLflow also runs this file while logging, before the copy is on the path.
+        from ml_assets.ml import scoring
+
+        return scoring
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+scoring = _own_scoring()
 
 
 class PipelineScorer(mlflow.pyfunc.PythonModel):

@@ -67,3 +67,29 @@ def test_a_model_stored_by_an_earlier_version_still_scores(tmp_path):
     scorer = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     scores = scorer.predict(conform_to_signature(frame, scorer.metadata.get_input_schema()))
     np.testing.assert_allclose(scores, predict_scores(pipeline, frame, task="classification"))
+
+
+def test_each_model_scores_with_its_own_copy_of_the_scoring_contract(tmp_path):
+    """Validation loads the challenger and the champion in one process; each must score with
+    the contract it was logged with, not with the copy the process imported first."""
+    frame, pipeline, signature = _fitted()
+    for name in ("older", "newer"):
+        mlflow.pyfunc.save_model(
+            tmp_path / name,
+            **scoring_model(pipeline, "classification", tmp_path / f"staging-{name}"),
+            signature=signature,
+        )
+    # The "newer" model's contract differs: it halves every score.
+    contract = tmp_path / "newer" / "code" / "ml_assets_scoring.py"
+    contract.write_text(
+        contract.read_text().replace(
+            "return np.asarray(proba[:, 1], dtype=np.float64)",
+            "return np.asarray(proba[:, 1], dtype=np.float64) / 2",
+        )
+    )
+    older = mlflow.pyfunc.load_model(str(tmp_path / "older"))
+    newer = mlflow.pyfunc.load_model(str(tmp_path / "newer"))
+    rows = conform_to_signature(frame, older.metadata.get_input_schema())
+    expected = predict_scores(pipeline, frame, task="classification")
+    np.testing.assert_allclose(older.predict(rows), expected)
+    np.testing.assert_allclose(newer.predict(rows), expected / 2)
