@@ -11,6 +11,7 @@ from dagster._utils.error import SerializableErrorInfo
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ingest.landing import scan_landing
+from ml_assets.pipeline.costs import cost_report
 from ml_assets.pipeline.keys import (
     contiguous_ranges,
     feature_key,
@@ -248,5 +249,30 @@ def materialize_all(settings: Settings) -> int:
         if spec.model is not None:
             tracking = redact_uri(settings.mlflow_tracking_uri)
             print(f"  MLflow: {tracking} (`ml-assets mlflow-ui` to browse)")
+    if not _report_costs(defs, instance, settings.lake_root):
+        status = 1
     print(f"Dagster instance (history for `ml-assets dev`): {settings.dagster_home}")
     return status
+
+
+def _report_costs(defs: dg.Definitions, instance: dg.DagsterInstance, lake_root: str) -> bool:
+    """Materialize `costs/cost_report` last: it sums what the runs above recorded."""
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        run_config=QUIET,
+        instance=instance,
+        asset_selection=[cost_report.key],
+        raise_on_error=False,
+    )
+    label = cost_report.key.to_user_string()
+    if not result.success:
+        _report(result, label + ":", False, None)
+        return False
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    print(
+        f"{label}: {metadata['total_compute_seconds'].value:.1f} s of work costing "
+        f"{metadata['total_cost_usd'].value:.4f} USD, job clusters "
+        f"{metadata['total_cluster_cost_usd'].value:.4f} USD; "
+        + "/".join([lake_root, *cost_report.key.path])
+    )
+    return True

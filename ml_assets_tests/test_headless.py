@@ -110,3 +110,8 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
     features = pl.read_delta(f"{settings.lake_root}/fraud/features/transaction_features")
     built = set(features.get_column("event_date").unique().to_list())
     assert built == {DEMO_START + dt.timedelta(days=i) for i in range(30)} | {late}
+    # The cost report is built last, over every run above, and the run says where it is.
+    report = pl.read_delta(f"{settings.lake_root}/costs/cost_report")
+    assert "fraud/raw/transactions" in report.get_column("asset").to_list()
+    assert report.get_column("compute_seconds").sum() > 0
+    assert f"USD; {settings.lake_root}/costs/cost_report" in out

@@ -27,15 +27,19 @@ REPORT_SCHEMA = pl.Schema(
     }
 )
 # Which events carry which numbers (metadata key -> column): materializations the work's,
-# observations the cluster's. A row needs the first key.
-SOURCES: dict[str, tuple[str, dict[str, str]]] = {
+# observations the cluster's. A row needs the first key. Once per step: a range run's step
+# writes one materialization per day, each with the whole step's figures, so they count once;
+# a step's cluster observations are one per Databricks run (a retried step has several).
+SOURCES: dict[str, tuple[str, dict[str, str], bool]] = {
     "work": (
         "fetch_materializations",
         {COST_KEY: "estimated_cost_usd", SECONDS_KEY: "compute_seconds"},
+        True,
     ),
     "cluster": (
         "fetch_observations",
         {CLUSTER_COST_KEY: "cluster_cost_usd", CLUSTER_SECONDS_KEY: "cluster_seconds"},
+        False,
     ),
 }
 # Event records fetched per event-log query; cost_rows pages through all of them.
@@ -59,24 +63,33 @@ def cost_rows(
     """One row per event of `source` (see SOURCES) that recorded a cost, for every asset in the
     event log: each costed materialization ("work"), or each observed Databricks run
     ("cluster")."""
-    method, columns = SOURCES[source]
+    method, columns, once_per_step = SOURCES[source]
     fetch = getattr(instance, method)
     required = next(iter(columns))
     rows = []
     for asset_key in instance.get_asset_keys():
         records_filter = dg.AssetRecordsFilter(asset_key=asset_key)
         cursor = None
+        steps_seen: set[tuple[str, str]] = set()
         while True:
             page = fetch(records_filter, limit=page_size, cursor=cursor, ascending=True)
             for record in page.records:
                 metadata = record.asset_event.metadata if record.asset_event else {}
                 if _number(metadata.get(required)) is None:
                     continue
+                entry = record.event_log_entry
+                step = (entry.run_id, entry.step_key or "")
+                costed = not (once_per_step and entry.step_key and step in steps_seen)
+                steps_seen.add(step)
                 rows.append(
                     {
                         "day": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(),
                         "asset": asset_key.to_user_string(),
-                        **{col: _number(metadata.get(key)) or 0.0 for key, col in columns.items()},
+                        # A step counted once has its figures on its first day's row.
+                        **{
+                            col: (_number(metadata.get(key)) or 0.0) if costed else 0.0
+                            for key, col in columns.items()
+                        },
                     }
                 )
             if not page.has_more:

@@ -6,13 +6,13 @@ import difflib
 import json
 import tempfile
 import time
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import mlflow
 import polars as pl
-import sklearn
 from deltalake import DeltaTable
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.models import infer_signature
@@ -86,13 +86,12 @@ class TrainConfig(dg.Config):
 
 
 def _pip_requirements() -> list[str]:
-    # Explicit: MLflow's requirement inference costs seconds per model and guesses.
+    # Explicit: MLflow's requirement inference costs seconds per model and guesses. Pinned to
+    # what the model was trained and pickled with (cloudpickle reads the pipeline back), so a
+    # serving endpoint that installs only these scores exactly as batch scoring does.
     return [
-        f"mlflow=={mlflow.__version__}",
-        f"scikit-learn=={sklearn.__version__}",
-        f"polars=={pl.__version__}",
-        "pandas",
-        "numpy",
+        f"{name}=={installed_version(name)}"
+        for name in ("mlflow", "scikit-learn", "polars", "pandas", "numpy", "cloudpickle")
     ]
 
 

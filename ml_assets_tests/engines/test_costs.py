@@ -189,6 +189,26 @@ def test_cost_report_sums_cost_per_asset_and_day_from_the_event_log(priced) -> N
     assert metadata["plot"].value.startswith("![cost per day](data:image/png;base64,")
 
 
+def test_a_range_run_counts_its_steps_cost_once(priced) -> None:
+    """A single-run range writes one materialization per day, each carrying the whole step's
+    compute seconds and cost: the report counts them once, not once per day."""
+    settings, defs = priced
+    last = DEMO_START + dt.timedelta(days=2)
+    tags = {
+        "dagster/asset_partition_range_start": DEMO_START.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, defs, [TRANSACTIONS], instance, tags=tags)
+        events = result.get_asset_materialization_events()
+        rows = cost_rows(instance)
+    costs = {e.materialization.metadata["estimated_cost_usd"].value for e in events}
+    assert len(events) == 3 and len(costs) == 1  # every day carries the step's figure
+    assert rows.height == 3
+    assert rows["estimated_cost_usd"].sum() == pytest.approx(costs.pop())
+    assert summarize(rows)["materializations"].sum() == 3
+
+
 def test_summarize_groups_by_day_and_asset() -> None:
     day1, day2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
     rows = pl.DataFrame(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -95,6 +96,12 @@ def test_the_registered_champion_scores_without_the_ml_assets_package(deployment
     """The registry's model is self-contained: its code, the scoring contract and the fitted
     pipeline travel with it, so it scores wherever its pip requirements are installed."""
     rows, batch = _scored_rows(deployment, 50)
+    # Every requirement pinned to the training environment's version, cloudpickle included (it
+    # reads the pipeline back): an endpoint that installs them scores like batch scoring.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/fraud_detector@champion"))
+    pins = dict(line.split("==") for line in requirements.read_text().split())
+    assert {"mlflow", "scikit-learn", "polars", "pandas", "numpy", "cloudpickle"} <= set(pins)
+    assert pins["pandas"] == pd.__version__
     schema = mlflow.pyfunc.load_model("models:/fraud_detector@champion").metadata
     conform_to_signature(rows, schema.get_input_schema()).to_parquet(tmp_path / "rows.parquet")
 
