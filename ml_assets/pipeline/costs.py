@@ -98,7 +98,7 @@ def cost_rows(
     return pl.DataFrame(rows, schema=_row_schema(source))
 
 
-def summarize(work: pl.DataFrame, clusters: pl.DataFrame | None = None) -> pl.DataFrame:
+def summarize(work: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
     """Per UTC day and asset: materializations, their compute time and cost, and the time and
     cost of the Databricks runs behind them (0 where nothing ran on Databricks)."""
     per_day = work.group_by("day", "asset").agg(
@@ -106,8 +106,6 @@ def summarize(work: pl.DataFrame, clusters: pl.DataFrame | None = None) -> pl.Da
         pl.col("compute_seconds").sum(),
         pl.col("estimated_cost_usd").sum(),
     )
-    if clusters is None:
-        clusters = pl.DataFrame(schema=_row_schema("cluster"))
     cluster_per_day = clusters.group_by("day", "asset").agg(
         pl.col("cluster_seconds").sum(), pl.col("cluster_cost_usd").sum()
     )
