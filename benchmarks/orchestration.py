@@ -176,7 +176,7 @@ def work_split(candidate: dict[str, Any], report: dict[str, Any]) -> dict[str, f
     difference can be told apart from a noisy fit."""
     return {
         "fit_seconds": float(candidate["fit_seconds"]),
-        "report_compute_seconds": float(report["compute_seconds"]),
+        "report_compute_seconds": float(report["analysis_seconds"]),
         "mlflow_seconds": float(candidate["tracking_seconds"]) + float(report["tracking_seconds"]),
     }
 

@@ -9,6 +9,7 @@ import dagster as dg
 import mlflow
 import polars as pl
 
+from ml_assets.databricks.costs import CostModel
 from ml_assets.pipeline.automation import scoring_condition
 from ml_assets.pipeline.keys import (
     EXTERNAL_RETRY,
@@ -48,8 +49,12 @@ def build_predictions_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         automation_condition=scoring_condition(feature_table, keys.champion),
     )
     def predictions(
-        context: dg.AssetExecutionContext, features: pl.LazyFrame, mlflow_tracking: MlflowTracking
+        context: dg.AssetExecutionContext,
+        features: pl.LazyFrame,
+        mlflow_tracking: MlflowTracking,
+        costs: CostModel,
     ) -> pl.DataFrame:
+        costs.start(context)  # stopped by the IO manager once the scores are written
         champion = require_champion(mlflow_tracking.client, spec, "scoring needs one")
         mlflow_tracking.activate()
         scorer = mlflow.pyfunc.load_model(f"models:/{model.name}/{champion.version}")

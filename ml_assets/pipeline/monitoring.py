@@ -15,6 +15,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from ml_assets.databricks.costs import CostModel
 from ml_assets.ml.drift import FeatureReference, build_reference, drifted, feature_drift
 from ml_assets.ml.estimators import split_columns
 from ml_assets.ml.evaluate import classification_metrics, regression_metrics
@@ -221,7 +222,9 @@ def build_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         features: pl.LazyFrame,
         lake: DeltaLake,
         mlflow_tracking: MlflowTracking,
+        costs: CostModel,
     ) -> pl.DataFrame:
+        costs.start(context)  # stopped by the IO manager once the drift rows are written
         champion = require_champion(
             mlflow_tracking.client, spec, "drift is measured against its training window"
         )

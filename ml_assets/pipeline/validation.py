@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import polars as pl
 
+from ml_assets.databricks.costs import CostModel
 from ml_assets.ml.estimators import predict_scores, split_columns, target_values
 from ml_assets.ml.evaluate import (
     evaluate,
@@ -81,8 +82,9 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         automation_condition=follow_condition(),
     )
     def validation(
-        context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking
+        context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, costs: CostModel
     ) -> pl.DataFrame:
+        costs.start(context)  # stopped by the IO manager once the report table is written
         client = mlflow_tracking.client
         mlflow_tracking.activate()
         challenger = version_for_alias(client, model.name, CHALLENGER)
@@ -193,7 +195,7 @@ def build_validation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             {
                 "report": dg.MetadataValue.md(markdown),
                 # Model compute (scoring, importance, leakage scan, plots) vs MLflow logging.
-                "compute_seconds": round(computed - started, 3),
+                "analysis_seconds": round(computed - started, 3),
                 "tracking_seconds": round(logged - computed, 3),
                 "challenger_version": int(challenger.version),
                 "champion_version": int(champion.version) if champion else 0,

@@ -103,6 +103,8 @@ def test_drift_is_detected_on_drifted_days_and_not_before(drift_deployment):
     amount_psi = per_feature.filter(pl.col("feature") == "amount")["psi"].max()
     assert range_metadata["drifted_features"]["amount"] == round(amount_psi, 4)
     assert "mean_psi" not in range_metadata and "live_roc_auc" not in range_metadata
+    # Priced like every computing asset, so it is in the cost report.
+    assert range_metadata["compute_seconds"] > 0 and "estimated_cost_usd" in range_metadata
     # Labels are present in the demo: the live quality is measured every day.
     assert summary["labelled_rows"].min() == 600
     assert all(0.5 < auc <= 1.0 for auc in summary["live_roc_auc"])
