@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ml_assets.pipeline.spec import SpecError
-from ml_assets.settings import Settings, SettingsError, load_settings, project_root
+from ml_assets.settings import (
+    QUIET_MLFLOW_ENV,
+    Settings,
+    SettingsError,
+    load_settings,
+    project_root,
+)
 
 # The bundled demo pipeline's name: `demo-data` writes its landing files.
 DEMO_PIPELINE = "fraud"
@@ -178,7 +184,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 def _mlflow_env(settings: Settings) -> dict[str, str]:
     # MLflow's servers start `uvicorn`/`gunicorn` by name: they must be found in this venv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    env = {
+        **QUIET_MLFLOW_ENV,
+        **os.environ,
+        "PATH": path,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+    }
     if settings.mlflow_registry_uri:
         env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
     return env

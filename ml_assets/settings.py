@@ -22,6 +22,10 @@ DEMO_PIPELINE_SPEC = Path(__file__).parent / "pipelines" / "fraud" / "pipeline.y
 # docs/databricks.md); ML_ASSETS_COMPUTE_CONFIG points at a replacement.
 DEFAULT_COMPUTE_CONFIG = Path(__file__).parent / "databricks" / "compute.yaml"
 ENGINES = ("auto", "polars", "spark")
+# Defaults for MLflow's own variables wherever we use MLflow (unless the environment sets them):
+# MLflow draws a progress bar for every artifact download, so every model load, which fills the
+# Dagster UI's compute logs and `ml-assets run`/`serve` output with carriage returns.
+QUIET_MLFLOW_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 class SettingsError(ValueError):

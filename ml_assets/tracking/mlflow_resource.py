@@ -11,6 +11,7 @@ FAILED, and the parent stays FAILED.
 """
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from pydantic import Field
+
+from ml_assets.settings import QUIET_MLFLOW_ENV
 
 DAGSTER_RUN_TAG = "dagster_run_id"
 
@@ -54,6 +57,8 @@ class MlflowTracking(dg.ConfigurableResource):
         self.activate()
 
     def activate(self) -> None:
+        for name, value in QUIET_MLFLOW_ENV.items():
+            os.environ.setdefault(name, value)
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True

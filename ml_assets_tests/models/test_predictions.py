@@ -231,3 +231,4 @@ def test_the_served_champion_answers_like_batch_predictions(deployment, tmp_path
     compared = batch.join(served, on="event_id")
     assert compared.height == 25
     assert (compared["score"] - compared["served"]).abs().max() < 1e-9
+    assert "Downloading artifacts" not in (tmp_path / "serve.log").read_text()  # no progress bars
