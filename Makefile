@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run headless test lint bench clean
+.PHONY: run headless test lint bench standin clean
 
 $(STAMP): pyproject.toml setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+## A local stand-in for the Databricks REST API, to try the dev deployment by hand
+## (docs/databricks.md). Prints the exports that point at it; Ctrl-C stops it.
+STANDIN_PORT ?= 8765
+standin: $(STAMP)
+	$(BIN)/python -m ml_assets_tests.databricks.standin --port $(STANDIN_PORT)
 
 ## Delete local state: lake, landing files, MLflow store, Dagster history.
 clean:

@@ -21,7 +21,11 @@ life cycle: ``PENDING`` → ``RUNNING`` → ``TERMINATING`` → ``TERMINATED`` (
 Every request is recorded as received (:attr:`~DatabricksStandIn.requests`); requests without
 ``Authorization: Bearer <token>`` get 401, with a wrong token 403.
 
-Usage::
+By hand (the exports to point a deployment at it are printed; Ctrl-C stops it)::
+
+    python -m ml_assets_tests.databricks.standin --port 8765
+
+In code::
 
     with DatabricksStandIn() as dbx:
         client = WorkspaceClient(host=dbx.url, token=dbx.token)
@@ -257,6 +261,7 @@ class DatabricksStandIn:
         emulate_runtime_version: also set ``DATABRICKS_RUNTIME_VERSION`` (libraries such as
             MLflow then believe they run on Databricks; off by default).
         kill_grace_seconds: SIGTERM → SIGKILL delay when a run is cancelled or times out.
+        port: the port to serve on, on 127.0.0.1 (default: a free one the system picks).
     """
 
     def __init__(
@@ -278,6 +283,7 @@ class DatabricksStandIn:
         kill_grace_seconds: float = 3.0,
         user_name: str = "standin@example.com",
         workspace_id: int = 1234567890123456,
+        port: int = 0,
     ):
         if library_check not in ("strict", "warn", "off"):
             raise ValueError("library_check must be 'strict', 'warn' or 'off'")
@@ -320,7 +326,7 @@ class DatabricksStandIn:
         self._run_threads: list[threading.Thread] = []
         self.url = ""
         self.host = "127.0.0.1"
-        self.port = 0
+        self.port = port
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> DatabricksStandIn:
@@ -329,7 +335,7 @@ class DatabricksStandIn:
         for sub in ("dbfs", "runs", "clusters", "runtime", "handles"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DRIVER_SOURCE, self.root / "runtime" / "standin_driver.py")
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server((self.host, self.port), _Handler)
         server.standin = self
         self._server = server
         self.port = server.server_address[1]
@@ -1318,3 +1324,25 @@ class DatabricksStandIn:
         if run.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 run.process.wait(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a stand-in until interrupted, with the secret scope the worked configuration reads
+    (`ml_assets/databricks-token`, the stand-in's own token)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local stand-in for the Databricks REST API.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    args = parser.parse_args(argv)
+    # SIGTERM stops it as cleanly as Ctrl-C: the runs' processes are killed, the root removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with DatabricksStandIn(port=args.port) as dbx:
+        dbx.secrets = {"ml_assets": {"databricks-token": dbx.token}}
+        print(f"export DATABRICKS_HOST={dbx.url} DATABRICKS_TOKEN={dbx.token}", flush=True)
+        print(f"stand-in running, DBFS in {dbx.dbfs_root}; Ctrl-C stops it", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

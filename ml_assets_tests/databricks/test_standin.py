@@ -6,11 +6,17 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import textwrap
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,6 +167,34 @@ def test_wrong_or_missing_token_is_refused(dbx: DatabricksStandIn) -> None:
     # refused requests are recorded as received
     assert [r.status for r in dbx.requests] == [403, 401, 401]
     assert dbx.requests[0].headers["Authorization"] == "Bearer dapi" + "0" * 32
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_by_hand_stand_in_serves_on_the_given_port_until_stopped(stop: signal.Signals) -> None:
+    """`python -m ml_assets_tests.databricks.standin --port N`: what docs/databricks.md runs."""
+    with socket.socket() as probe:  # a free port, released for the stand-in
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ml_assets_tests.databricks.standin", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        exports, running = process.stdout.readline(), process.stdout.readline()
+        match = re.fullmatch(r"export DATABRICKS_HOST=(\S+) DATABRICKS_TOKEN=(dapi\w+)\n", exports)
+        assert match, exports
+        assert match[1] == f"http://127.0.0.1:{port}"
+        dbfs = Path(re.search(r"DBFS in (\S+);", running)[1])
+        client = WorkspaceClient(host=match[1], token=match[2])
+        client.dbfs.mkdirs("/by-hand")
+        assert (dbfs / "by-hand").is_dir()
+        process.send_signal(stop)
+        assert process.wait(timeout=30) == 0
+        assert not dbfs.exists()  # its temp folder goes with it
+    finally:
+        process.kill()
+        process.stdout.close()
 
 
 # ------------------------------------------------------------------------------------- jobs
