@@ -96,6 +96,9 @@ class LauncherSettings:
     libraries: tuple[str, ...] = ()
     # INTERNAL_ERROR runs (the cluster never came up) are submitted again this many times.
     internal_error_retries: int = 2
+    # How long each Databricks API call retries a workspace that does not answer (databricks-sdk
+    # retries for 300 s by default, and the launcher's calls add up: see launcher.py).
+    api_retry_seconds: int = 30
 
 
 @dataclass(frozen=True)

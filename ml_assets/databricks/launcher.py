@@ -14,6 +14,10 @@
 - what a step costs on Databricks is the cluster's whole life, start-up included, which the step
   cannot see from inside: once the run has ended (succeeded, failed, or given up on) we record
   its duration and cost as an observation of each asset of the step (`CLUSTER_COST_KEY`);
+- a workspace that stops answering held a step for about half an hour before an opaque
+  "Timed out after 0:05:00": databricks-sdk retries each call for 300 s, and the launcher's
+  event reading retries that again four times. Each call now gives up after
+  `api_retry_seconds`, and the step fails saying which workspace and Databricks run;
 - the token is only ever `{"env": <name>}` in run config, resolved by Dagster's config system in
   the orchestrator and by a Databricks secret on the cluster (never a literal in config: the
   launcher pickles the run config to DBFS).
@@ -38,10 +42,11 @@ from dagster_databricks.databricks import DatabricksError
 from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
 from dagster_databricks.types import DatabricksRunLifeCycleState
 from dagster_pyspark.utils import DEFAULT_EXCLUDE
+from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Run
 
 import ml_assets
-from ml_assets.databricks.config import ComputeConfig, ComputeProfile
+from ml_assets.databricks.config import ComputeConfig, ComputeProfile, LauncherSettings
 from ml_assets.databricks.costs import CLUSTER_COST_KEY, CLUSTER_SECONDS_KEY
 from ml_assets.settings import Settings, SettingsError
 
@@ -138,11 +143,26 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
     """Stages the package and tags the cluster at launch; retries INTERNAL_ERROR runs through
     RetryRequested; records the cluster's time and cost once the run has ended."""
 
-    def __init__(self, *, internal_error_retries: int = 2, hourly_cost: float = 0.0, **config: Any):
+    def __init__(
+        self,
+        *,
+        internal_error_retries: int = 2,
+        hourly_cost: float = 0.0,
+        api_retry_seconds: int = 30,
+        **config: Any,
+    ):
         super().__init__(**config)
         self.staging_root = Path(self.local_dagster_job_package_path)
         self.internal_error_retries = internal_error_retries
         self.hourly_cost = hourly_cost
+        self.api_retry_seconds = api_retry_seconds
+        # dagster-databricks has no setting for the SDK's retry deadline: rebuild its client
+        # from the same config (host, credentials) with ours.
+        client = self.databricks_runner.client
+        config_with_deadline = client.workspace_client.config.copy()
+        config_with_deadline.retry_timeout_seconds = api_retry_seconds
+        client._workspace_client = WorkspaceClient(config=config_with_deadline)
+        self._unreachable_failure: dg.Failure | None = None
 
     def launch_step(self, step_context):  # type: ignore[override]
         # The parent submits `self.run_config`. One launcher serves every step of a run, so the
@@ -153,15 +173,41 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
         self.run_config = tagged_for_step(
             base_run_config, step_context.run_id, step_context.step.key
         )
+        self._unreachable_failure = None
         try:
             yield from super().launch_step(step_context)
+        except TimeoutError as error:  # the SDK's, once a call's retries ran out
+            # Raised while staging or submitting, or by the parent's cancel of a run we had
+            # already given up on (it replaces our failure): say which.
+            raise (self._unreachable_failure or self._unreachable(error, None)) from error
         finally:
             self.run_config = base_run_config
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _unreachable(self, error: TimeoutError, databricks_run_id: int | None) -> dg.Failure:
+        cause = error.__cause__ or error
+        if databricks_run_id is None:
+            doing = "staging or submitting the step; nothing was submitted, or the submission "
+            doing += "is in the workspace's Job runs"
+        else:
+            doing = (
+                f"waiting for Databricks run {databricks_run_id}; that run may still be going "
+                "on its cluster: check it in the workspace's Job runs and cancel it if needed"
+            )
+        return dg.Failure(
+            f"the Databricks workspace {self.databricks_host} did not answer for "
+            f"{self.api_retry_seconds} s (last error: {type(cause).__name__}: {cause}) while "
+            f"{doing}. Materialize again once the workspace answers.",
+            allow_retries=False,
+        )
+
     def step_events_iterator(self, step_context, step_key, databricks_run_id):
         try:
             yield from super().step_events_iterator(step_context, step_key, databricks_run_id)
+        except TimeoutError as error:
+            # No cluster time: asking for it would wait for the workspace once more.
+            self._unreachable_failure = self._unreachable(error, databricks_run_id)
+            raise self._unreachable_failure from error
         except DatabricksError as error:
             yield from self._cluster_time(step_context, databricks_run_id)
             state = self.databricks_runner.client.get_run_state(databricks_run_id)
@@ -192,11 +238,12 @@ class MlAssetsStepLauncher(DatabricksPySparkStepLauncher):
             yield DagsterEvent.asset_observation(step_context, observation)
 
 
-def _launcher_fn(internal_error_retries: int, hourly_cost: float):
+def _launcher_fn(launcher: LauncherSettings, hourly_cost: float):
     @dg.resource(config_schema=databricks_pyspark_step_launcher.config_schema)
     def ml_assets_step_launcher(context: dg.InitResourceContext) -> MlAssetsStepLauncher:
         return MlAssetsStepLauncher(
-            internal_error_retries=internal_error_retries,
+            internal_error_retries=launcher.internal_error_retries,
+            api_retry_seconds=launcher.api_retry_seconds,
             hourly_cost=hourly_cost,
             **context.resource_config,
         )
@@ -238,6 +285,5 @@ def launcher_config(
 def step_launcher_resource(
     settings: Settings, compute: ComputeConfig, profile: ComputeProfile
 ) -> dg.ResourceDefinition:
-    return _launcher_fn(
-        compute.launcher.internal_error_retries, compute.prices.hourly_cost(profile)
-    ).configured(launcher_config(settings, compute, profile))
+    launcher = _launcher_fn(compute.launcher, compute.prices.hourly_cost(profile))
+    return launcher.configured(launcher_config(settings, compute, profile))

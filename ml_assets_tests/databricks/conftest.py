@@ -53,6 +53,7 @@ launcher:
   max_completion_wait_time_seconds: {wait}
   timeout_seconds: 0
   internal_error_retries: {retries}
+  api_retry_seconds: {api_retry}
 profiles:
   etl: {{node_type_id: i3.xlarge, autoscale: {{min_workers: 1, max_workers: 2}}, spot: true}}
   single_node: {{node_type_id: i3.xlarge, num_workers: 0}}
@@ -141,11 +142,12 @@ class DevDeployment:
     instance: dg.DagsterInstance
     monkeypatch: pytest.MonkeyPatch
 
-    def configure(self, *, wait: int = 600, retries: int = 2) -> None:
-        """The launcher's max completion wait (seconds; then it cancels the Databricks run) and
-        INTERNAL_ERROR retries. One file per setting: compute configs are cached by path."""
-        config = self.shared / f"compute-wait{wait}-retries{retries}.yaml"
-        config.write_text(COMPUTE_YAML.format(wait=wait, retries=retries))
+    def configure(self, *, wait: int = 600, retries: int = 2, api_retry: int = 30) -> None:
+        """The launcher's max completion wait (seconds; then it cancels the Databricks run),
+        INTERNAL_ERROR retries and API retry deadline. One file per setting: compute configs are
+        cached by path."""
+        config = self.shared / f"compute-wait{wait}-retries{retries}-api{api_retry}.yaml"
+        config.write_text(COMPUTE_YAML.format(wait=wait, retries=retries, api_retry=api_retry))
         self.monkeypatch.setenv("ML_ASSETS_COMPUTE_CONFIG", str(config))
 
     @property

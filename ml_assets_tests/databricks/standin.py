@@ -402,6 +402,13 @@ class DatabricksStandIn:
         options = {"at_call": at_call, "after_calls": after_calls, "matching": matching}
         self._faults["hang"] = [times, options]
 
+    def inject_unreachable(self) -> None:
+        """The workspace stops answering right after the next ``runs/submit`` (which is answered:
+        the run starts): from then on every request's connection is closed without a response,
+        what a client sees of an outage or a cut network, until ``clear_faults``. Dropped
+        requests are recorded with status 0."""
+        self._faults["unreachable"] = ["armed"]
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -482,6 +489,11 @@ class DatabricksStandIn:
         )  # fmt: skip
         with self._lock:
             self.requests.append(rec)
+        unreachable = self._faults.get("unreachable")
+        if unreachable == ["down"]:
+            rec.status = 0
+            h.close_connection = True  # no response at all: the client's connection drops
+            return
         try:
             rec.body = self._parse_body(headers.get("Content-Type", ""), raw)
             self._authenticate(headers)
@@ -495,6 +507,8 @@ class DatabricksStandIn:
             status = 500
             payload = {"error_code": "INTERNAL_ERROR", "message": f"stand-in bug: {e!r}"}
         rec.status, rec.response = status, payload
+        if unreachable == ["armed"] and status == 200 and rec.endpoint == "jobs/runs/submit":
+            unreachable[0] = "down"
         body = json.dumps(payload).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")

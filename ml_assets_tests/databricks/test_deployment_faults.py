@@ -3,17 +3,19 @@
 Each test runs demo pipeline assets the way `dagster dev` would (the job reconstructed from
 `ml_assets.definitions`, `ML_ASSETS_DEPLOYMENT=dev`, our `MlAssetsStepLauncher`) against the
 stand-in workspace, with a fault injected: the remote step raises, the cluster never comes up
-(INTERNAL_ERROR), the step hangs past the launcher's timeout. In every case the token stays out
-of the event log, the metadata and the run's tags.
+(INTERNAL_ERROR), the step hangs past the launcher's timeout, the workspace stops answering. In
+every case the token stays out of the event log, the metadata and the run's tags.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import polars as pl
 import polars.testing
 from dagster._core.events import DagsterEventType
+from databricks.sdk import WorkspaceClient
 
 from ml_assets.storage import delta
 from ml_assets_tests.databricks.conftest import (
@@ -150,3 +152,42 @@ def test_c_a_step_hanging_past_the_timeout_is_cancelled_and_leaves_the_table_as_
     # the cluster ran for the whole wait before it was cancelled
     assert cluster_runs(outcome)[run.run_id] >= wait
     outcome.assert_token_absent(dev.dbx.token)
+
+
+def test_d_a_workspace_that_stops_answering_fails_the_step_within_its_retry_deadline(
+    dev: DevDeployment,
+) -> None:
+    """Without a deadline the launcher held the step for about half an hour (databricks-sdk's
+    300 s per call, times the launcher's retries) and failed with "Timed out after 0:05:00"."""
+    day = DEMO_START + dt.timedelta(days=6)
+    materialize_locally(dev.shared, one_day(day), [TRANSACTIONS], lake_root=dev.lake)
+    uri = dev.table_uri(TRANSACTIONS)
+    before_version = delta.table_version(uri)
+    dev.configure(api_retry=2)
+    dev.dbx.inject_hang()  # the run would go on; the workspace goes away once it is submitted
+    dev.dbx.inject_unreachable()
+
+    started = time.monotonic()
+    outcome = dev.run(one_day(day), [TRANSACTIONS])
+    waited = time.monotonic() - started
+
+    assert not outcome.success
+    (run,) = outcome.databricks_runs
+    error = outcome.failure_text()
+    assert f"the Databricks workspace {dev.dbx.url} did not answer for 2 s" in error, error
+    assert f"waiting for Databricks run {run.run_id}; that run may still be going" in error
+    assert "ConnectionError" in error
+    # Every call after the submission gave up within its deadline (each call retries for 2 s
+    # plus the SDK's back-off sleeps of up to 2 s): the step did not wait for minutes.
+    dropped = [r for r in dev.dbx.requests if r.status == 0]
+    assert dropped and waited < 90, (waited, len(dropped))
+    assert DagsterEventType.ASSET_MATERIALIZATION not in outcome.event_types()
+    assert delta.table_version(uri) == before_version
+    outcome.assert_token_absent(dev.dbx.token)
+
+    # What the error says to do once the workspace answers again: cancel the run that went on.
+    dev.dbx.clear_faults()
+    assert not run.terminal
+    WorkspaceClient(host=dev.dbx.url, token=dev.dbx.token).jobs.cancel_run(run.run_id)
+    dev.dbx.wait_for_run(run.run_id, timeout=30)
+    assert (run.life_cycle_state, run.result_state) == ("TERMINATED", "CANCELED")
