@@ -152,6 +152,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # On Databricks: "databricks" tracking and, with Unity Catalog, "databricks-uc" registry.
         tracking_uri = env.get("ML_ASSETS_MLFLOW_TRACKING_URI", "databricks")
         artifact_root = env.get("ML_ASSETS_MLFLOW_ARTIFACT_ROOT")
+        if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+            # A local store (e.g. trying dev against the Databricks stand-in): MLflow would put
+            # its artifacts in ./mlruns of whatever folder the process started in.
+            store = Path(tracking_uri.removeprefix("sqlite:///"))
+            artifact_root = str(store.parent / "artifacts")
         ui_url = env.get("ML_ASSETS_MLFLOW_UI_URL")
 
     databricks_host = (env.get("DATABRICKS_HOST") or "").strip() or None

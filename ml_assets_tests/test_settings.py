@@ -154,3 +154,20 @@ def test_credentials_are_not_forwarded_to_the_cluster_nor_printed(tmp_path):
     assert "S3cretPw" not in repr(forwarded) and "FAKE-SECRET" not in repr(forwarded)
     assert redact_uri(f"MLflow: {store}") == "MLflow: postgresql://ml:***@db.internal/mlflow"
     assert redact_uri("sqlite:///home/me/mlflow.db") == "sqlite:///home/me/mlflow.db"
+
+
+def test_a_local_mlflow_store_off_local_keeps_its_artifacts_next_to_it(tmp_path):
+    """dev against the stand-in with a sqlite store: without an artifact root MLflow wrote
+    ./mlruns into whatever folder `ml-assets run` started in (the checkout)."""
+    base = {
+        "ML_ASSETS_DEPLOYMENT": "dev",
+        "ML_ASSETS_LAKE_ROOT": str(tmp_path / "lake"),
+        "ML_ASSETS_LANDING_ROOT": str(tmp_path / "landing"),
+        "ML_ASSETS_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    assert load_settings(base).mlflow_artifact_root == str(tmp_path / "artifacts")
+    chosen = {**base, "ML_ASSETS_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "elsewhere")}
+    assert load_settings(chosen).mlflow_artifact_root == str(tmp_path / "elsewhere")
+    # Databricks' own tracking keeps its workspace default.
+    hosted = {**base, "ML_ASSETS_MLFLOW_TRACKING_URI": "databricks"}
+    assert load_settings(hosted).mlflow_artifact_root is None
