@@ -154,6 +154,13 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     preflight(settings)
     demo_data_if_missing(settings, args.demo_days, DEMO_ROWS_PER_DAY)
     prepare_dagster_home(settings)
+    import dagster as dg
+
+    from ml_assets.headless import fail_orphaned_runs
+
+    # A killed `ml-assets run` left its run STARTED, holding its pipeline's place in the queue.
+    for line in fail_orphaned_runs(dg.DagsterInstance.get()):
+        print(line)
     # `dagster dev` started in the background from a script inherits an ignored SIGINT and
     # then cannot be stopped with Ctrl-C or `kill -INT`; restore the default first.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

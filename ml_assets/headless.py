@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
+import socket
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
@@ -27,6 +29,10 @@ from ml_assets.storage.delta import table_exists
 # Dagster's console logger prints every step event, and a failed step's whole traceback at
 # ERROR; the summary below says what matters, failures included.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Which process runs a headless run: nothing else can tell that it died (killed, out of
+# memory), since no run launcher or daemon watches a run executed in process. Left STARTED, such
+# a run would hold its pipeline's place in the run queue for good.
+PROCESS_TAG = "ml_assets/headless_process"
 
 
 def _check_line(check: dg.AssetCheckEvaluation) -> str:
@@ -127,6 +133,42 @@ def _report(
             )
 
 
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the unfinished headless runs whose process, on this machine, is gone.
+
+    Returns a line per run marked. A process on another machine is left alone: its state
+    cannot be seen from here.
+    """
+    host = socket.gethostname()
+    unfinished = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+    lines = []
+    for run in instance.get_runs(unfinished):
+        run_host, _, pid = run.tags.get(PROCESS_TAG, "").rpartition(":")
+        if run_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        message = (
+            f"the `ml-assets run` process that ran it (pid {pid} on {host}) ended without "
+            "finishing it (killed?)"
+        )
+        instance.report_run_failed(run, message)
+        lines.append(f"marked run {run.run_id} ({run.job_name}) failed: {message}")
+    return lines
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _execute(
     job: dg.JobDefinition,
     days: tuple[dt.date, dt.date] | None = None,
@@ -148,7 +190,7 @@ def _execute(
     options = {
         "run_config": QUIET,
         "instance": instance,
-        "tags": _range_tags(*days) if days else None,
+        "tags": {PROCESS_TAG: _this_process(), **(_range_tags(*days) if days else {})},
         "asset_selection": selection,
         "raise_on_error": False,
     }
@@ -215,6 +257,8 @@ def materialize_all(settings: Settings) -> int:
     # MLflow's INFO lines (database migrations, input example checks) buried the summary.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     instance = dg.DagsterInstance.get()
+    for line in fail_orphaned_runs(instance):
+        print(line)
     status = 0
     for path in settings.pipeline_specs:
         spec = load_spec(path)

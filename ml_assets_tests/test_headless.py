@@ -3,7 +3,13 @@ end-to-end output is also checked by the worked-example doc test
 (ml_assets_tests/docs/test_bring_your_own_data_doc.py)."""
 
 import datetime as dt
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +18,7 @@ import pytest
 
 from ml_assets.cli import prepare_dagster_home
 from ml_assets.demo.generate import write_demo_data
-from ml_assets.headless import _check_line, materialize_all
+from ml_assets.headless import PROCESS_TAG, _check_line, fail_orphaned_runs, materialize_all
 from ml_assets.settings import load_settings
 from ml_assets_tests.conftest import DEMO_START
 
@@ -125,3 +131,58 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
         "fraud/predictions/fraud_detector",
     } <= priced, priced
     assert f"USD; {settings.lake_root}/costs/cost_report" in out
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_killed_headless_run_is_marked_failed_by_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ml-assets run` killed mid-run: nothing watches a run executed in process, so it stayed
+    STARTED and held its pipeline's place in `ml-assets dev`'s run queue for good."""
+    settings = load_settings({"ML_ASSETS_HOME": str(tmp_path / "home")})
+    write_demo_data(
+        settings.landing_root / "fraud", start=DEMO_START, days=3, rows_per_day=50, seed=1
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(prepare_dagster_home(settings)))
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ml-assets"), "run"],
+        env={**os.environ, "ML_ASSETS_HOME": str(settings.home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+        deadline = time.monotonic() + 120
+        while not instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            assert process.poll() is None and time.monotonic() < deadline, "no run started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert run.tags[PROCESS_TAG] == f"{socket.gethostname()}:{process.pid}"
+
+    # Runs of live processes, of other machines and of the UI are left alone.
+    here = socket.gethostname()
+    others = {
+        "live": {PROCESS_TAG: f"{here}:{os.getpid()}"},
+        "other_host": {PROCESS_TAG: f"elsewhere:{_dead_pid()}"},
+        "ui": {},
+    }
+    for name, tags in others.items():
+        instance.add_run(
+            dg.DagsterRun(job_name=name, status=dg.DagsterRunStatus.STARTED, tags=tags)
+        )
+
+    [line] = fail_orphaned_runs(instance)
+    assert line.startswith(f"marked run {run.run_id} (fraud_ingest) failed: the `ml-assets run`")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    still = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert sorted(r.job_name for r in still) == sorted(others)
+    assert fail_orphaned_runs(instance) == []
