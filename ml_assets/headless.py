@@ -293,14 +293,17 @@ def materialize_all(settings: Settings) -> int:
         if spec.model is not None:
             tracking = redact_uri(settings.mlflow_tracking_uri)
             print(f"  MLflow: {tracking} (`ml-assets mlflow-ui` to browse)")
-    if not _report_costs(defs, instance, settings.lake_root):
+    if not _report_costs(defs, instance, settings.lake_root, settings.uses_databricks):
         status = 1
     print(f"Dagster instance (history for `ml-assets dev`): {settings.dagster_home}")
     return status
 
 
-def _report_costs(defs: dg.Definitions, instance: dg.DagsterInstance, lake_root: str) -> bool:
-    """Materialize `costs/cost_report` last: it sums what the runs above recorded."""
+def _report_costs(
+    defs: dg.Definitions, instance: dg.DagsterInstance, lake_root: str, databricks: bool
+) -> bool:
+    """Materialize `costs/cost_report` last: it sums what every run of the instance recorded,
+    these runs' included."""
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         run_config=QUIET,
         instance=instance,
@@ -313,10 +316,13 @@ def _report_costs(defs: dg.Definitions, instance: dg.DagsterInstance, lake_root:
         return False
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
+    clusters = (
+        f", job clusters {metadata['total_cluster_cost_usd'].value:.4f} USD" if databricks else ""
+    )
     print(
-        f"{label}: {metadata['total_compute_seconds'].value:.1f} s of work costing "
-        f"{metadata['total_cost_usd'].value:.4f} USD, job clusters "
-        f"{metadata['total_cluster_cost_usd'].value:.4f} USD; "
+        f"{label} (every run of this Dagster instance so far): "
+        f"{metadata['total_compute_seconds'].value:.1f} s of work costing "
+        f"{metadata['total_cost_usd'].value:.4f} USD{clusters}, per asset and day in "
         + "/".join([lake_root, *cost_report.key.path])
     )
     return True

@@ -130,7 +130,8 @@ def test_a_day_only_one_source_has_after_a_gap_is_ingested_trained_on_and_scored
         "fraud/reports/fraud_detector_validation",
         "fraud/predictions/fraud_detector",
     } <= priced, priced
-    assert f"USD; {settings.lake_root}/costs/cost_report" in out
+    assert f"USD, per asset and day in {settings.lake_root}/costs/cost_report" in out
+    assert "job clusters" not in out  # none locally
 
 
 def _dead_pid() -> int:

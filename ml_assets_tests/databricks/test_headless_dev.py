@@ -52,7 +52,9 @@ def test_ml_assets_run_runs_the_steps_on_databricks(
     # One Databricks run per step: the two raw tables, then the feature table.
     new = [run for i, run in dev.dbx.runs.items() if i not in before]
     assert len(new) == 3 and all(run.result_state == "SUCCESS" for run in new), new
-    assert "costs/cost_report: " in out  # built last, over the runs above
+    # Built last, over the runs above, with what their job clusters cost.
+    assert "costs/cost_report (every run of this Dagster instance so far): " in out
+    assert ", job clusters " in out
     for key in (TRANSACTIONS, FEATURES):
         days = read_table(dev.table_uri(key))["event_date"].unique()
         assert days.len() == DEMO_DAYS, key
