@@ -111,7 +111,7 @@ def preflight(settings: Settings) -> None:
 
     build_definitions(settings)
     token = settings.databricks_token_env
-    if settings.uses_databricks and not os.environ.get(token):
+    if settings.uses_databricks and not settings.databricks_token_set:
         raise SettingsError(
             f"ML_ASSETS_DEPLOYMENT={settings.deployment} runs steps on Databricks: set {token} "
             "to a Databricks token (or name the variable that holds it with "

@@ -54,6 +54,8 @@ class Settings:
     # The *name* of the variable that holds the token: its value is never read here, never
     # logged and never put into run config (the launcher resolves {"env": name} itself).
     databricks_token_env: str = "DATABRICKS_TOKEN"
+    # Whether that variable is set (checked before a run; the value itself is not kept).
+    databricks_token_set: bool = False
     # Databricks secret (scope, key) that gives the cluster the same token variable.
     databricks_token_secret: tuple[str, str] = ("ml_assets", "databricks-token")
     compute_config: Path = DEFAULT_COMPUTE_CONFIG
@@ -208,6 +210,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_ui_url=ui_url or None,
         databricks_host=databricks_host,
         databricks_token_env=token_env,
+        databricks_token_set=bool(env.get(token_env)),
         databricks_token_secret=(scope, key),
         compute_config=compute_config,
         engine=engine,
