@@ -254,23 +254,44 @@ def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
     return _exec(argv, _mlflow_env(settings))
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its --help, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_address(parser: argparse.ArgumentParser, port: int, what: str) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"interface {what} listens on (127.0.0.1: this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=port, help=f"port {what} listens on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo-data", help="write demo landing files (transactions, customers)")
-    demo.add_argument("--days", type=int, default=30, help="number of days (default 30)")
+    def command(name: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=description, formatter_class=_HelpWithDefaults)
+
+    demo = command("demo-data", "write demo landing files (transactions, customers)")
+    demo.add_argument("--days", type=int, default=30, help="number of days")
     demo.add_argument(
         "--rows-per-day", type=int, default=DEMO_ROWS_PER_DAY, help="transactions per day"
     )
     demo.add_argument("--seed", type=int, default=42, help="random seed (same seed, same files)")
     demo.add_argument("--start", type=_date, help="first day (default: DAYS days ago)")
     demo.add_argument("--drift-from", type=_date, help="inject distribution drift from this day")
-    demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    demo.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format")
     demo.add_argument("--out", help="folder (default: <landing root>/fraud)")
     demo.set_defaults(func=cmd_demo_data)
 
-    run = sub.add_parser("run", help="materialize the whole graph once, headless")
+    run = command("run", "materialize the whole graph once, headless")
     run.add_argument(
         "--demo-days",
         type=int,
@@ -278,31 +299,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the demo pipeline is loaded and has no landing files, write this many days "
         "of demo data first (0: don't)",
     )
-    run.add_argument("--rows-per-day", type=int, default=DEMO_ROWS_PER_DAY)
+    run.add_argument(
+        "--rows-per-day", type=int, default=DEMO_ROWS_PER_DAY, help="transactions per demo day"
+    )
     run.set_defaults(func=cmd_run)
 
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the project's instance")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
+    dev = command("dev", "start the Dagster UI and daemon on the project's instance")
+    _add_address(dev, 3000, "the Dagster UI")
     dev.add_argument(
         "--demo-days",
         type=int,
         default=0,
         help="when the demo pipeline is loaded and has no landing files, write this many days "
-        "of demo data first (default 0: don't; `make run` asks for 30)",
+        "of demo data first (0: don't; `make run` asks for 30)",
     )
     dev.set_defaults(func=cmd_dev)
 
-    serve = sub.add_parser("serve", help="serve a registered model as a REST endpoint")
+    serve = command("serve", "serve a registered model as a REST endpoint")
     serve.add_argument("--model", default="fraud_detector", help="registered model name")
-    serve.add_argument("--alias", default="champion", help="alias to serve (default champion)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--alias", default="champion", help="alias to serve")
+    _add_address(serve, 5001, "the model server")
     serve.set_defaults(func=cmd_serve)
 
-    ui = sub.add_parser("mlflow-ui", help="browse MLflow runs and the model registry")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui = command("mlflow-ui", "browse MLflow runs and the model registry")
+    _add_address(ui, 5000, "the MLflow UI")
     ui.set_defaults(func=cmd_mlflow_ui)
     return parser
 

@@ -171,3 +171,22 @@ def test_a_local_mlflow_store_off_local_keeps_its_artifacts_next_to_it(tmp_path)
     # Databricks' own tracking keeps its workspace default.
     hosted = {**base, "ML_ASSETS_MLFLOW_TRACKING_URI": "databricks"}
     assert load_settings(hosted).mlflow_artifact_root is None
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("dev", ["(default: 127.0.0.1)", "(default: 3000)"]),
+        ("serve", ["(default: 127.0.0.1)", "(default: 5001)", "(default: champion)"]),
+        ("mlflow-ui", ["(default: 5000)"]),
+        ("run", ["(default: 30)", "(default: 5000)"]),
+    ],
+)
+def test_cli_help_shows_each_default(command, shown, capsys):
+    from ml_assets.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(default in text for default in shown), text
+    assert "(default: None)" not in text
