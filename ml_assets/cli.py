@@ -164,6 +164,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     # `dagster dev` started in the background from a script inherits an ignored SIGINT and
     # then cannot be stopped with Ctrl-C or `kill -INT`; restore the default first.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # `dagster dev` warns on every start that `dg dev` supersedes it; `dg dev` needs a `dg`
+    # project layout, and `dagster dev -w workspace.yaml` stays supported. Only that warning.
+    quiet = "ignore:Function `dev_command` is superseded"
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     argv = [
         dagster,

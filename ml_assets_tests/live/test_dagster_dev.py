@@ -116,6 +116,8 @@ def test_sensors_ingest_demo_data_and_build_features(tmp_path):
         _late_files_rebuild_later_days_only_once_ingested(server, tmp_path / "home", len(runs))
     # Run history is kept in the project's instance, not in a temporary folder.
     assert list((tmp_path / "home" / "dagster_home" / "history").glob("runs*"))
+    # Without the notice, on every start, that `dg dev` supersedes `dagster dev`.
+    assert "is superseded" not in (tmp_path / "dagster_dev.log").read_text()
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
