@@ -198,9 +198,14 @@ def scan_source(
     days = {f.day for f in fresh} | due
     handled = [(f.changed_ns, f.path.name) for f in ready] + [(p.changed_ns, p.name) for p in bad]
     moved = cursor.advance(handled, {f.day for f in in_range} | due)
+    # A waiting day whose file was removed is dropped now, not once its partition exists: the
+    # tick's summary would count it as waiting until then.
+    kept = {
+        d for d in set(cursor.early_days) - ripe if _still_landed(folder, d, source.file_suffixes)
+    }
     return SourceTick(
         days=days,
-        cursor=replace(moved, early_days=tuple(sorted(set(cursor.early_days) - ripe | early))),
+        cursor=replace(moved, early_days=tuple(sorted(kept | early))),
         waiting=len(new) - len(ready),
         problems=messages,
         already_ingested=len(in_range) - len(changed),

@@ -789,3 +789,11 @@ def test_files_before_their_partition_exists_wait_for_it_and_never_stop_the_tick
     released = transactions.tick()
     assert _summary(released) == [((yesterday, yesterday), [RAW_TX, FEATURES])]
     assert transactions.source_cursor(released.cursor).early_days == (later,)
+
+    # Removed before its partition exists: no longer counted as waiting.
+    for file in transactions.folder.glob(f"{later}*"):
+        file.unlink()
+    caplog.clear()
+    gone = transactions.tick()
+    assert transactions.source_cursor(gone.cursor).early_days == ()
+    assert "waiting for their partition" not in caplog.text + capsys.readouterr().err
