@@ -10,7 +10,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ml_assets.pipeline.spec import SpecError
@@ -166,8 +166,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # `dagster dev` warns on every start that `dg dev` supersedes it; `dg dev` needs a `dg`
     # project layout, and `dagster dev -w workspace.yaml` stays supported. Only that warning.
-    quiet = "ignore:Function `dev_command` is superseded"
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
+    os.environ["PYTHONWARNINGS"] = _ignoring(os.environ, "Function `dev_command` is superseded")
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     argv = [
         dagster,
@@ -192,6 +191,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     os.execv(argv[0], argv)
 
 
+def _ignoring(env: Mapping[str, str], *messages: str) -> str:
+    """PYTHONWARNINGS for a server we start, also hiding the warnings whose message starts with
+    one of `messages` (warnings about its own dependencies, printed at every start)."""
+    return ",".join(filter(None, [env.get("PYTHONWARNINGS"), *(f"ignore:{m}" for m in messages)]))
+
+
 def _mlflow_env(settings: Settings) -> dict[str, str]:
     # MLflow's servers start `uvicorn`/`gunicorn` by name: they must be found in this venv.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -200,6 +205,8 @@ def _mlflow_env(settings: Settings) -> dict[str, str]:
         **os.environ,
         "PATH": path,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        # MLflow's server imports a Starlette module Starlette deprecated, once per worker.
+        "PYTHONWARNINGS": _ignoring(os.environ, "starlette.middleware.wsgi is deprecated"),
     }
     if settings.mlflow_registry_uri:
         env["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
@@ -252,6 +259,9 @@ def cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
         args.host,
         "--port",
         str(args.port),
+        # One person's browser: MLflow's default of 4 server processes only costs memory.
+        "--workers",
+        "1",
     ]
     if settings.mlflow_artifact_root:
         argv += ["--default-artifact-root", settings.mlflow_artifact_root]

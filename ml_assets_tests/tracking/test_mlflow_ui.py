@@ -59,3 +59,7 @@ def test_mlflow_ui_shows_the_runs_of_the_project_store(settings, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+    # One server process, without its dependencies' deprecation warnings at every start.
+    output = log.read_text()
+    assert output.count("Started server process") == 1, output
+    assert "DeprecationWarning" not in output, output
