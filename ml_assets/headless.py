@@ -141,7 +141,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the unfinished headless runs whose process, on this machine, is gone.
 
     Returns a line per run marked. A process on another machine is left alone: its state
-    cannot be seen from here.
+    cannot be seen from here. So is a run whose pid a new process has taken since.
     """
     host = socket.gethostname()
     unfinished = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
@@ -308,6 +308,7 @@ def _report_costs(
         run_config=QUIET,
         instance=instance,
         asset_selection=[cost_report.key],
+        tags={PROCESS_TAG: _this_process()},
         raise_on_error=False,
     )
     label = cost_report.key.to_user_string()
